@@ -1,0 +1,291 @@
+"""The ``babyllama`` command line: one table of subcommands, each a plain function.
+
+Every command turns a :class:`~babyllama.errors.UserError` into one line on stderr and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
+                   help="override a config value (YAML syntax), e.g. --set models.student.train.lr=1e-3; repeatable")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def shipped_config(name: str) -> Path:
+    """Path of a shipped experiment file, e.g. ``demo/experiment.yaml``."""
+    return Path(str(resources.files("babyllama") / "configs" / name))
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_demo(args) -> int:
+    """The whole pipeline on the built-in corpus, then the comparison table."""
+    from .config import load_experiment
+
+    overrides = [f"run_dir={args.out}"] + args.overrides
+    config = load_experiment(shipped_config("demo/experiment.yaml"), overrides)
+    return _run(config, args)
+
+
+def cmd_run(args) -> int:
+    """Every stage of an experiment file, resuming where a previous run stopped."""
+    from .config import load_experiment
+
+    config = load_experiment(args.experiment, args.overrides)
+    if args.dry_run:
+        return _describe(config)
+    return _run(config, args)
+
+
+def _run(config, args) -> int:
+    from .pipeline import run_experiment
+
+    run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=args.only or None)
+    return 0
+
+
+def _describe(config) -> int:
+    """Print each model's architecture and parameter count without training anything."""
+    from .config import ModelConfig
+    from .model import count_parameters, llama_config
+
+    print(f"experiment {config.name}: run_dir {config.run_dir}, corpus {config.corpus.path}, "
+          f"vocab {config.tokenizer.vocab_size}")
+    for name in config.stage_order():
+        stage = config.models[name]
+        llama = llama_config(stage.model, config.tokenizer.vocab_size, 0, 1, 2)
+        n = count_parameters(llama)
+        teachers = f" from {', '.join(stage.teachers)}" if stage.teachers else ""
+        print(f"  {name}: {stage.kind}{teachers}, preset {stage.model.preset}, hidden {llama.hidden_size}, "
+              f"layers {llama.num_hidden_layers}, heads {llama.num_attention_heads}/{llama.num_key_value_heads}, "
+              f"{n:,} parameters ({n / 1e6:.1f}M), lr {stage.train.lr}, batch {stage.train.batch_size}, "
+              f"epochs {stage.train.epochs:g}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    """Clean and split a corpus folder (or the built-in corpus)."""
+    from .config import CorpusConfig
+    from .pipeline import run_prepare
+
+    config = CorpusConfig(path=args.corpus, builtin_words=args.builtin_words, clean=not args.no_clean,
+                          valid_fraction=args.valid_fraction)
+    config.validate("prepare")
+    run_prepare(config, Path(args.out), overwrite=args.overwrite)
+    return 0
+
+
+def cmd_tokenizer(args) -> int:
+    """Train the byte-level BPE tokenizer on a prepared corpus's training split."""
+    from .config import TokenizerConfig
+    from .pipeline import run_tokenizer
+
+    config = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    config.validate("tokenizer")
+    run_tokenizer(config, Path(args.data), Path(args.out), overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_train(args, kind: str) -> int:
+    from .config import StageConfig, apply_overrides, from_dict, load_yaml
+    from .pipeline import load_token_data, mark_done, stage_done
+    from .config import config_hash
+    from .tokenizer import load_tokenizer, tokenizer_hash
+    from .train import train_stage
+
+    data = load_yaml(args.config) if args.config else {}
+    data = apply_overrides(data, [f"kind={kind}"] + ([f"model.preset={args.preset}"] if args.preset else [])
+                           + args.overrides)
+    teachers = [t for t in (getattr(args, "teachers", "") or "").split(",") if t]
+    if teachers:
+        data["teachers"] = teachers
+    stage = from_dict(StageConfig, data, args.config or kind)
+    stage.validate(kind)
+    out = Path(args.out)
+    tokenizer = load_tokenizer(args.tokenizer)
+    chash = config_hash({"stage": stage, "data": str(Path(args.data).resolve()), "tokenizer": tokenizer_hash(tokenizer)})
+    if stage_done(out, chash, args.overwrite) or (out / "stage.json").is_file():
+        raise UserError(f"{out}: already holds this finished run; use --overwrite to train again")
+    token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+    metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
+                          progress=not args.quiet)
+    mark_done(out, kind, chash)
+    print(f"{out}: val_loss {metrics['val_loss']:.4f}, test_loss "
+          f"{metrics['test_loss'] if metrics['test_loss'] is None else round(metrics['test_loss'], 4)}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    """Pretrain one model (teacher or baseline) on a prepared corpus."""
+    return _cmd_train(args, "pretrain")
+
+
+def cmd_distill(args) -> int:
+    """Distil a student from one or more teacher model folders."""
+    return _cmd_train(args, "distill")
+
+
+def cmd_evaluate_loss(args) -> int:
+    """Loss and bits per byte of model folders on a prepared corpus's splits."""
+    import torch
+
+    from .evaluation.perplexity import evaluate_loss
+    from .model import load_model_dir
+    from .pipeline import load_token_data
+    from .tokenizer import load_tokenizer
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for model_dir in args.model_dir:
+        tokenizer = load_tokenizer(model_dir)
+        model = load_model_dir(model_dir).to(device)
+        data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+        for split in args.splits.split(","):
+            tokens = getattr(data, split, None)
+            if tokens is None:
+                print(f"{model_dir} {split}: no such split")
+                continue
+            r = evaluate_loss(model, tokens, args.seq_length, args.batch_size, tokenizer.pad_token_id, device)
+            print(f"{model_dir} {split}: loss {r['loss']:.4f} bpb {r['bpb']:.4f} ({r['tokens']:,} tokens)")
+    return 0
+
+
+def cmd_download(args) -> int:
+    """Fetch the BabyLM corpus from the Hugging Face Hub (online users only)."""
+    from .download import download_corpus
+
+    download_corpus(args.repo, Path(args.out), revision=args.revision)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="babyllama", description=__doc__.splitlines()[0] + " "
+                                     "Pretrain, distil and evaluate small Llama models (BabyLlama-2).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole pipeline on the built-in corpus (no data, no network)",
+                       description="Generate the built-in corpus, train the tokenizer, two teachers, a baseline and "
+                       "a distilled student, evaluate all four and print the comparison table.")
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
+    p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
+    _add_set(p)
+    _add_quiet(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run an experiment file (resumes a killed run)",
+                       description="Run every stage of EXPERIMENT.yaml in order; finished stages with the same "
+                       "resolved config are skipped and an interrupted training stage resumes from its checkpoint.")
+    p.add_argument("experiment", help="experiment YAML file (see configs/)")
+    p.add_argument("--dry-run", action="store_true", help="validate, print each model and its parameter count, exit")
+    p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
+    p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
+    _add_set(p)
+    _add_quiet(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("prepare", help="clean and split a corpus", description=cmd_prepare.__doc__)
+    p.add_argument("--corpus", default="builtin", help="folder of *.train/*.dev/*.test files, or 'builtin'")
+    p.add_argument("--out", required=True, help="output folder for train/valid/test text")
+    p.add_argument("--valid-fraction", type=float, default=0.05, help="last fraction of each train file kept "
+                   "for validation (default 0.05)")
+    p.add_argument("--no-clean", action="store_true", help="skip the per-source cleaning rules")
+    p.add_argument("--builtin-words", type=int, default=300_000, help="size of the built-in corpus in words")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("tokenizer", help="train the BPE tokenizer", description=cmd_tokenizer.__doc__)
+    p.add_argument("--data", required=True, help="prepared corpus folder (from `babyllama prepare`)")
+    p.add_argument("--out", required=True, help="output tokenizer folder")
+    p.add_argument("--vocab-size", type=int, default=16_000, help="vocabulary size (default 16000)")
+    p.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency (default 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing tokenizer folder")
+    p.set_defaults(func=cmd_tokenizer)
+
+    for name, func, extra in (("pretrain", cmd_pretrain, False), ("distill", cmd_distill, True)):
+        p = sub.add_parser(name, help=func.__doc__.rstrip("."), description=func.__doc__)
+        p.add_argument("--data", required=True, help="prepared corpus folder")
+        p.add_argument("--tokenizer", required=True, help="tokenizer folder")
+        p.add_argument("--out", required=True, help="output model folder")
+        if extra:
+            p.add_argument("--teachers", required=True, metavar="DIR[,DIR...]", help="teacher model folders")
+        p.add_argument("--config", help="stage YAML (keys: model, train, distill); defaults are the paper's")
+        p.add_argument("--preset", help="model preset (babyllama2-345m, cpu-52m, cpu-14m, demo, tiny)")
+        p.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
+        p.add_argument("--overwrite", action="store_true", help="train again over a finished run")
+        _add_set(p)
+        _add_quiet(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("evaluate", help="evaluate model folders (loss, zero-shot, glue)")
+    ev = p.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
+    q = ev.add_parser("loss", help="loss and bits per byte on a prepared corpus", description=cmd_evaluate_loss.__doc__)
+    q.add_argument("model_dir", nargs="+", help="model folder(s)")
+    q.add_argument("--data", required=True, help="prepared corpus folder")
+    q.add_argument("--splits", default="valid,test", help="comma-separated splits (default valid,test)")
+    q.add_argument("--seq-length", type=int, default=128, help="evaluation chunk length (default 128)")
+    q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
+    q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
+    q.set_defaults(func=cmd_evaluate_loss)
+    for module in ("zero_shot", "glue"):
+        try:
+            mod = __import__(f"babyllama.evaluation.{module}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(ev)
+
+    p = sub.add_parser("download", help="fetch the BabyLM corpus from the Hugging Face Hub",
+                       description=cmd_download.__doc__)
+    p.add_argument("--repo", required=True, help="dataset repository on the Hub holding BabyLM *.train/*.dev/*.test files")
+    p.add_argument("--revision", default=None, help="branch, tag or commit")
+    p.add_argument("--out", required=True, help="output corpus folder")
+    p.set_defaults(func=cmd_download)
+
+    for module in ("report", "sweep"):
+        try:
+            mod = __import__(f"babyllama.{module}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+"""Typed, validated configuration for every stage, loaded from YAML with dotted overrides.
+
+An experiment file names the corpus, the tokenizer, default model and training settings, and a
+table of models (teachers, baselines, students). Each model entry may override any default; the
+merged, validated result is the *resolved* config saved next to every output.
+
+Validation is strict: an unknown key is an error naming the key and the nearest valid one, a
+value of the wrong type names the key and the expected type, and out-of-range values are refused
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+# --------------------------------------------------------------------------------------------
+# Stage configs
+
+
+@dataclass
+class CorpusConfig:
+    """Where the text comes from and how it is split.
+
+    ``path`` is a folder of ``*.train`` / ``*.dev`` / ``*.test`` files (BabyLM 2023 or 2024
+    layout); ``builtin`` generates the project's own corpus of ``builtin_words`` words instead.
+    """
+
+    path: str = "builtin"
+    builtin_words: int = 300_000
+    builtin_seed: int = 0
+    clean: bool = True
+    valid_fraction: float = 0.05
+
+    def validate(self, where: str) -> None:
+        _check(0.0 < self.valid_fraction < 1.0, where, "valid_fraction", self.valid_fraction, "in (0, 1)")
+        _check(self.builtin_words > 0, where, "builtin_words", self.builtin_words, "> 0")
+
+
+@dataclass
+class TokenizerConfig:
+    """Byte-level BPE settings (DESIGN.md); ``path`` reuses an existing tokenizer folder."""
+
+    vocab_size: int = 16_000
+    min_frequency: int = 2
+    path: str | None = None
+
+    def validate(self, where: str) -> None:
+        _check(self.vocab_size >= 300, where, "vocab_size", self.vocab_size, ">= 300 (256 bytes + specials)")
+        _check(self.vocab_size <= 1 << 20, where, "vocab_size", self.vocab_size, "<= 1048576")
+        _check(self.min_frequency >= 1, where, "min_frequency", self.min_frequency, ">= 1")
+
+
+@dataclass
+class ModelConfig:
+    """A Llama architecture: a named preset, with any field overridden (``None`` = preset's)."""
+
+    preset: str = "babyllama2-345m"
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
+    max_position_embeddings: int | None = None
+    rms_norm_eps: float | None = None
+    rope_theta: float | None = None
+    tie_word_embeddings: bool | None = None
+    attention_dropout: float | None = None
+
+    def validate(self, where: str) -> None:
+        from .model import PRESETS
+
+        if self.preset not in PRESETS:
+            raise UserError(f"{where}.preset: unknown preset {self.preset!r}{_suggest(self.preset, PRESETS)}; "
+                            f"choose one of {', '.join(sorted(PRESETS))}")
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "max_position_embeddings"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, where, name, value, "> 0")
+        if self.attention_dropout is not None:
+            _check(0.0 <= self.attention_dropout < 1.0, where, "attention_dropout", self.attention_dropout, "in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (defaults: the paper's, DESIGN.md).
+
+    ``batch_size`` is the global batch per optimizer step (sequences), split over
+    ``grad_accum`` micro-steps and over processes. ``epochs`` may be fractional; ``max_steps``
+    caps the number of optimizer steps (the schedule is laid out over the capped length).
+    """
+
+    seq_length: int = 128
+    batch_size: int = 128
+    grad_accum: int = 1
+    epochs: float = 8.0
+    max_steps: int | None = None
+    lr: float = 7e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 5.0
+    schedule: str = "cosine"
+    warmup_steps: int = 600
+    grad_clip: float = 1.0
+    precision: str = "no"
+    compile: bool = False
+    eval_every: int = 0
+    eval_batch_size: int = 64
+    log_every: int = 10
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check(self.seq_length > 0, where, "seq_length", self.seq_length, "> 0")
+        _check(self.batch_size > 0, where, "batch_size", self.batch_size, "> 0")
+        _check(self.grad_accum > 0, where, "grad_accum", self.grad_accum, "> 0")
+        _check(self.batch_size % self.grad_accum == 0, where, "batch_size", self.batch_size,
+               f"divisible by grad_accum ({self.grad_accum})")
+        _check(self.epochs > 0, where, "epochs", self.epochs, "> 0")
+        _check(self.max_steps is None or self.max_steps > 0, where, "max_steps", self.max_steps, "> 0")
+        _check(self.lr > 0, where, "lr", self.lr, "> 0")
+        _check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), where, "betas", self.betas,
+               "two values in [0, 1)")
+        _check(self.eps > 0, where, "eps", self.eps, "> 0")
+        _check(self.weight_decay >= 0, where, "weight_decay", self.weight_decay, ">= 0")
+        _check(self.schedule in SCHEDULES, where, "schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
+        _check(self.warmup_steps >= 0, where, "warmup_steps", self.warmup_steps, ">= 0")
+        _check(self.grad_clip >= 0, where, "grad_clip", self.grad_clip, ">= 0 (0 disables clipping)")
+        _check(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        for name in ("eval_every", "log_every", "checkpoint_every"):
+            _check(getattr(self, name) >= 0, where, name, getattr(self, name), ">= 0")
+        _check(self.log_every > 0, where, "log_every", self.log_every, "> 0")
+        _check(self.eval_batch_size > 0, where, "eval_batch_size", self.eval_batch_size, "> 0")
+
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("no", "bf16", "fp16", "auto")
+REDUCTIONS = ("per_token", "reference")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation loss: ``alpha * CE + (1 - alpha) * T^2 * KL(ensemble || student)``.
+
+    ``reduction`` is ``per_token`` (KL averaged over predicted tokens) or ``reference`` (the
+    authors' code: KL summed over positions and divided by the batch size, about ``seq_length``
+    times larger). ``teacher_precision`` is the dtype the frozen teachers run in.
+    """
+
+    alpha: float = 0.5
+    temperature: float = 1.0
+    reduction: str = "per_token"
+    teacher_precision: str = "same"
+
+    def validate(self, where: str) -> None:
+        _check(0.0 <= self.alpha <= 1.0, where, "alpha", self.alpha, "in [0, 1]")
+        _check(self.temperature > 0, where, "temperature", self.temperature, "> 0")
+        _check(self.reduction in REDUCTIONS, where, "reduction", self.reduction, f"one of {', '.join(REDUCTIONS)}")
+        _check(self.teacher_precision in ("same", "float32", "bfloat16", "float16"), where, "teacher_precision",
+               self.teacher_precision, "one of same, float32, bfloat16, float16")
+
+
+@dataclass
+class StageConfig:
+    """Everything one training stage (a teacher, baseline or student) needs."""
+
+    kind: str = "pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    teachers: list[str] = field(default_factory=list)
+    corpus: CorpusConfig | None = None
+    tokenizer: TokenizerConfig | None = None
+
+    def validate(self, where: str) -> None:
+        _check(self.kind in ("pretrain", "distill"), where, "kind", self.kind, "pretrain or distill")
+        self.model.validate(f"{where}.model")
+        self.train.validate(f"{where}.train")
+        self.distill.validate(f"{where}.distill")
+        if self.kind == "distill":
+            _check(len(self.teachers) >= 1, where, "teachers", self.teachers, "at least one teacher for distill")
+        else:
+            _check(not self.teachers, where, "teachers", self.teachers, "empty for pretrain (use kind: distill)")
+        if self.corpus is not None:
+            self.corpus.validate(f"{where}.corpus")
+        if self.tokenizer is not None:
+            self.tokenizer.validate(f"{where}.tokenizer")
+
+
+@dataclass
+class ZeroShotConfig:
+    """Zero-shot tasks: name -> folder (``builtin`` generates the built-in corpus's pairs)."""
+
+    tasks: dict[str, str] = field(default_factory=lambda: {"builtin_pairs": "builtin"})
+    batch_size: int = 64
+    pairs_per_phenomenon: int = 200
+
+
+@dataclass
+class GlueConfig:
+    """(Super)GLUE finetuning; off unless ``data`` names a folder."""
+
+    data: str | None = None
+    tasks: list[str] | None = None
+    max_train_examples: int | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    """What runs after training: loss / bits per byte always, then zero-shot and GLUE if set."""
+
+    zero_shot: ZeroShotConfig | None = field(default_factory=ZeroShotConfig)
+    glue: GlueConfig | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment file: shared data and defaults, then a table of models."""
+
+    name: str = "experiment"
+    run_dir: str = "runs/experiment"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    models: dict[str, StageConfig] = field(default_factory=dict)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def validate(self) -> None:
+        self.corpus.validate("corpus")
+        self.tokenizer.validate("tokenizer")
+        if not self.models:
+            raise UserError("models: the experiment names no model to train")
+        for name, stage in self.models.items():
+            stage.validate(f"models.{name}")
+            for teacher in stage.teachers:
+                if teacher not in self.models and not Path(teacher).is_dir():
+                    raise UserError(f"models.{name}.teachers: {teacher!r} is neither a model of this experiment"
+                                    f"{_suggest(teacher, self.models)} nor a model folder")
+                if teacher == name:
+                    raise UserError(f"models.{name}.teachers: a model cannot be its own teacher")
+        self.stage_order()
+
+    def stage_order(self) -> list[str]:
+        """Model names in an order where every teacher is trained before its students."""
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                raise UserError(f"models.{name}.teachers: teachers form a cycle")
+            visiting.add(name)
+            for teacher in self.models[name].teachers:
+                if teacher in self.models:
+                    visit(teacher)
+            visiting.discard(name)
+            order.append(name)
+
+        for name in self.models:
+            visit(name)
+        return order
+
+
+#: Experiment-level sections that act as defaults for every entry of ``models``.
+MODEL_DEFAULT_SECTIONS = ("model", "train", "distill")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, refusing a missing, empty or malformed file in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    if data is None:
+        raise UserError(f"{path}: the config file is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``data`` with ``key.sub=value`` overrides applied (values parsed as YAML)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY.SUB=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: the value is not valid YAML") from None
+        value = _number_or_same(value)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise UserError(f"--set {item!r}: empty key segment")
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def resolve_experiment(data: dict, source: str = "experiment") -> ExperimentConfig:
+    """Merge the model defaults into each model entry and validate the whole experiment."""
+    data = copy.deepcopy(data)
+    defaults = {section: data.pop(section, None) or {} for section in MODEL_DEFAULT_SECTIONS}
+    for section, value in defaults.items():
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {section}: expected a mapping, got {type(value).__name__}")
+    models = data.get("models")
+    if models is None:
+        raise UserError(f"{source}: models: missing (the table of models to train)")
+    if not isinstance(models, dict):
+        raise UserError(f"{source}: models: expected a mapping of name -> settings, got {type(models).__name__}")
+    merged_models = {}
+    for name, entry in models.items():
+        if entry is None:  # `--set models.NAME=null` removes a model
+            continue
+        if not isinstance(entry, dict):
+            raise UserError(f"{source}: models.{name}: expected a mapping, got {type(entry).__name__}")
+        merged = dict(entry)
+        for section, default in defaults.items():
+            own = entry.get(section) or {}
+            if not isinstance(own, dict):
+                raise UserError(f"{source}: models.{name}.{section}: expected a mapping")
+            merged[section] = {**default, **own}
+        merged_models[str(name)] = merged
+    data["models"] = merged_models
+    config = from_dict(ExperimentConfig, data, source)
+    config.validate()
+    return config
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Load, override and validate an experiment file."""
+    data = apply_overrides(load_yaml(path), list(overrides))
+    return resolve_experiment(data, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Dataclass <-> dict
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise UserError(f"{where}: unknown key {key!r}{_suggest(str(key), names)}")
+    values = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data copy of a config (dataclasses -> dicts) for YAML/JSON output."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def dump_yaml(obj: Any) -> str:
+    """YAML text of a config, keys in declaration order."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a config, used to decide whether a finished stage can be reused."""
+    text = json.dumps(to_dict(obj), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, {} if value is None else value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UserError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 7e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} at {where}")
+
+
+def _number_or_same(value: Any) -> Any:
+    """YAML 1.1 reads ``2e-3`` (no dot) as a string: turn such strings into floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _check(ok: bool, where: str, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise UserError(f"{where}.{key}: got {value!r}, expected {expected}")
+
+
+def _suggest(name: str, options: Any) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,1 @@
+"""Corpus handling: discovery, per-source cleaning, splitting, the synthetic corpus and token arrays."""

@@ -1,0 +1,59 @@
+"""A frozen ensemble of teacher models and its combined logits.
+
+Teachers are loaded from model directories, checked against the student's tokenizer (same
+token-to-id mapping and vocabulary size, else refused before training starts), put in
+``eval()`` mode with gradients off, and run in their compute dtype. The ensemble's logits are
+the mean of the teachers' logits, accumulated in place into one buffer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .model import load_model_dir
+from .tokenizer import load_tokenizer, tokenizer_fingerprint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_teachers(dirs: list[str | Path], student_tokenizer, student_vocab_size: int,
+                  dtype: torch.dtype, device: torch.device) -> list[torch.nn.Module]:
+    """Load and freeze the teachers in ``dirs``; refuse any whose vocabulary differs."""
+    if not dirs:
+        raise UserError("distill: at least one teacher directory is needed")
+    student_fp = tokenizer_fingerprint(student_tokenizer)
+    teachers = []
+    for d in dirs:
+        d = Path(d)
+        model = load_model_dir(d, dtype=dtype)
+        teacher_tok = load_tokenizer(d) if (d / "tokenizer_config.json").is_file() else None
+        vocab = model.config.vocab_size
+        if vocab != student_vocab_size:
+            raise UserError(f"teacher {d}: vocabulary size {vocab} differs from the student's {student_vocab_size}")
+        if teacher_tok is not None and tokenizer_fingerprint(teacher_tok) != student_fp:
+            raise UserError(f"teacher {d}: its tokenizer differs from the student's "
+                            f"(teacher {len(teacher_tok)} tokens, student {len(student_tokenizer)} tokens)")
+        model.eval().requires_grad_(False).to(device)
+        teachers.append(model)
+    return teachers
+
+
+@torch.no_grad()
+def ensemble_logits(teachers: list[torch.nn.Module], input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean of the teachers' logits, ``(B, S, V)`` from ``input_ids`` ``(B, S)``.
+
+    ``no_grad`` rather than ``inference_mode``: the result enters the student's loss, and
+    autograd may not save inference tensors for the backward pass.
+    """
+    total = None
+    for teacher in teachers:
+        logits = teacher(input_ids=input_ids).logits
+        if total is None:
+            total = logits if logits.dtype == torch.float32 else logits.float()
+        else:
+            total.add_(logits)
+        del logits
+    return total.div_(len(teachers))

@@ -1,0 +1,295 @@
+"""The one training loop, for pretraining and distillation (they differ only by the loss).
+
+Runs on Hugging Face Accelerate, so one process, DDP, FSDP or DeepSpeed come from
+``accelerate launch`` unchanged. ``train_stage`` trains one model into ``out_dir`` and leaves a
+Hugging Face model directory there (the best-validation weights), with ``metrics.jsonl``,
+``metrics.json`` and ``resolved_config.yaml`` (docs/run-layout.md).
+
+Resume: a checkpoint (model, optimizer, scheduler, RNG states, step) is written at every
+evaluation and every ``checkpoint_every`` steps, to a temporary folder renamed into place with
+a ``COMPLETE`` marker. The data position needs no state: the chunk order of an epoch is a pure
+function of ``(seed, epoch)``, so step ``k`` always trains on the same chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import get_scheduler
+
+from .config import StageConfig, config_hash, dump_yaml
+from .data.token_arrays import TokenSplit, epoch_chunk_starts, gather_chunks, require_tokens, chunks_per_epoch
+from .errors import UserError
+from .evaluation.perplexity import evaluate_loss
+from .io import append_jsonl, atomic_path, atomic_write_json, atomic_write_text, read_jsonl
+from .losses import cross_entropy, distillation_loss
+from .model import build_model, llama_config
+from .progress import Progress
+from .teachers import DTYPES, ensemble_logits, load_teachers
+
+SCHEDULER_NAMES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+@dataclass
+class TrainData:
+    """Token arrays of one corpus: ``test`` may be ``None`` when the corpus has no test files."""
+
+    train: TokenSplit
+    valid: TokenSplit
+    test: TokenSplit | None
+
+
+class Stopped(Exception):
+    """Raised by an ``on_eval`` callback to end training early (e.g. an Optuna pruning decision)."""
+
+
+def mixed_precision(precision: str) -> str:
+    """Accelerate's ``mixed_precision`` for a config value (``auto``: bf16 on a capable GPU)."""
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return precision
+
+
+def plan_steps(stage: StageConfig, n_train_tokens: int) -> tuple[int, int]:
+    """``(steps_per_epoch, total_steps)`` for a training split of ``n_train_tokens`` tokens."""
+    t = stage.train
+    steps_per_epoch = chunks_per_epoch(n_train_tokens, t.seq_length) // t.batch_size
+    total = max(1, math.ceil(t.epochs * steps_per_epoch))
+    if t.max_steps is not None:
+        total = min(total, t.max_steps)
+    return steps_per_epoch, total
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only; norms (and biases, if any) are exempt, as in the HF Trainer."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_dir: str | Path,
+                teacher_dirs: list[Path] = (), on_eval: Callable[[int, float], None] | None = None,
+                progress: bool = True) -> dict:
+    """Train one model as ``stage`` says; return its final metrics (also in ``metrics.json``).
+
+    ``on_eval(step, val_loss)`` is called after each validation; raising :class:`Stopped` ends
+    the run early, keeping the best model so far.
+    """
+    t = stage.train
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(mixed_precision=mixed_precision(t.precision))
+    main = accelerator.is_main_process
+    set_seed(t.seed)
+    config = llama_config(stage.model, len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id,
+                          tokenizer.eos_token_id)
+    if t.seq_length > config.max_position_embeddings:
+        raise UserError(f"models.{name}.train.seq_length: {t.seq_length} exceeds the model's "
+                        f"max_position_embeddings {config.max_position_embeddings}")
+    world = accelerator.num_processes
+    if t.batch_size % (t.grad_accum * world):
+        raise UserError(f"models.{name}.train.batch_size: {t.batch_size} is not divisible by grad_accum x processes "
+                        f"({t.grad_accum} x {world})")
+    require_tokens(data.train, f"models.{name}: training split", t.seq_length, t.batch_size)
+    steps_per_epoch, total_steps = plan_steps(stage, len(data.train))
+
+    model = build_model(config, seed=t.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(_param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+    scheduler = get_scheduler(SCHEDULER_NAMES[t.schedule], optimizer, num_warmup_steps=t.warmup_steps,
+                              num_training_steps=total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    forward = torch.compile(model) if t.compile else model
+
+    teachers = []
+    if stage.kind == "distill":
+        dtype = (DTYPES[stage.distill.teacher_precision] if stage.distill.teacher_precision != "same"
+                 else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32))
+        teachers = load_teachers(teacher_dirs, tokenizer, config.vocab_size, dtype, accelerator.device)
+
+    def loss_fn(logits, input_ids, labels):
+        if not teachers:
+            return cross_entropy(logits, None, labels)
+        teacher_logits = ensemble_logits(teachers, input_ids)
+        d = stage.distill
+        return distillation_loss(logits, teacher_logits, labels, d.alpha, d.temperature, d.reduction)
+
+    # ---- files and resume state
+    ckpt_dir = out_dir / "checkpoints" / "last"
+    best_dir = out_dir / "checkpoints" / "best"
+    log_path = out_dir / "metrics.jsonl"
+    chash = config_hash({"stage": stage, "vocab": config.vocab_size, "tokens": len(data.train)})
+    state = {"step": 0, "tokens": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
+             "config_hash": chash}
+    if (ckpt_dir / "COMPLETE").is_file():
+        saved = _read_state(ckpt_dir)
+        if saved.get("config_hash") != chash:
+            raise UserError(f"{ckpt_dir}: checkpoint was written by a different config; "
+                            f"rerun with --overwrite to start again")
+        accelerator.load_state(str(ckpt_dir))
+        state.update(saved)
+        if main and log_path.is_file():
+            kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= state["step"]]
+            atomic_write_text(log_path, "".join(_json_line(r) for r in kept))
+    elif main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if log_path.exists():
+            log_path.unlink()
+    if main:
+        atomic_write_text(out_dir / "resolved_config.yaml", dump_yaml(stage))
+
+    micro = t.batch_size // (t.grad_accum * world)
+    tokens_per_step = t.batch_size * t.seq_length
+    bar = Progress(total_steps, f"{name} ({stage.kind}, {n_params / 1e6:.2f}M params)", enabled=progress and main)
+    if state["step"]:
+        bar.message(f"{name}: resuming at step {state['step']} of {total_steps}")
+    log_sums = torch.zeros(4, device=accelerator.device)  # loss, ce, kd, grad_norm
+    log_count, log_start = 0, time.perf_counter()
+    autocast = accelerator.autocast
+    epoch_starts: tuple[int, np.ndarray] | None = None
+
+    def evaluate(split: TokenSplit, net) -> dict:
+        return evaluate_loss(net, split, t.seq_length, t.eval_batch_size, tokenizer.pad_token_id,
+                             accelerator.device, accelerator.process_index, world,
+                             reduce=lambda x: accelerator.reduce(x, reduction="sum"), autocast=autocast)
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            with atomic_path(ckpt_dir) as tmp:
+                accelerator.save_state(str(tmp))
+                atomic_write_json(tmp / "trainer_state.json", state)
+                (tmp / "COMPLETE").write_text("ok\n")
+        accelerator.wait_for_everyone()
+
+    model.train()
+    stopped = False
+    step_start = time.perf_counter()
+    while state["step"] < total_steps and not stopped:
+        step = state["step"]
+        epoch, index = divmod(step, steps_per_epoch)
+        if epoch_starts is None or epoch_starts[0] != epoch:
+            epoch_starts = (epoch, epoch_chunk_starts(len(data.train), t.seq_length, t.seed, epoch))
+        batch = epoch_starts[1][index * t.batch_size:(index + 1) * t.batch_size]
+        mine = batch[accelerator.process_index * micro * t.grad_accum:(accelerator.process_index + 1) * micro * t.grad_accum]
+        for m in range(t.grad_accum):
+            inputs, labels = gather_chunks(data.train.tokens, mine[m * micro:(m + 1) * micro], t.seq_length)
+            inputs, labels = inputs.to(accelerator.device), labels.to(accelerator.device)
+            sync = m == t.grad_accum - 1
+            with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
+                logits = forward(input_ids=inputs).logits
+                parts = loss_fn(logits, inputs, labels)
+            del logits
+            accelerator.backward(parts.loss / t.grad_accum)
+            log_sums[0] += parts.loss.detach() / t.grad_accum
+            log_sums[1] += parts.ce.detach() / t.grad_accum
+            if parts.kd is not None:
+                log_sums[2] += parts.kd.detach() / t.grad_accum
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+        log_sums[3] += grad_norm.detach().float()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step = step + 1
+        state["tokens"] += tokens_per_step
+        log_count += 1
+
+        if step % t.log_every == 0 or step == total_steps:
+            sums = accelerator.reduce(log_sums, reduction="mean").cpu() / log_count
+            if not torch.isfinite(sums[0]):
+                raise UserError(f"models.{name}: loss became {sums[0].item()} at step {step}; the last good "
+                                f"checkpoint is kept in {ckpt_dir}")
+            elapsed = time.perf_counter() - log_start
+            record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                      "tokens": state["tokens"], "loss": sums[0].item(), "ce": sums[1].item()}
+            if teachers:
+                record["kd"] = sums[2].item()
+            record.update(lr=scheduler.get_last_lr()[0], grad_norm=sums[3].item(),
+                          tokens_per_s=log_count * tokens_per_step / elapsed,
+                          time_s=state["train_time_s"] + time.perf_counter() - step_start)
+            if main:
+                append_jsonl(log_path, record)
+            bar.update(step, loss=record["loss"], tok_s=round(record["tokens_per_s"]))
+            log_sums.zero_()
+            log_count, log_start = 0, time.perf_counter()
+
+        end_of_epoch = step % steps_per_epoch == 0
+        do_eval = (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and end_of_epoch) \
+            or step == total_steps
+        if do_eval:
+            state["train_time_s"] += time.perf_counter() - step_start
+            result = evaluate(data.valid, model)
+            best = result["loss"] < state["best_val"]
+            if not math.isfinite(result["loss"]):
+                raise UserError(f"models.{name}: validation loss is {result['loss']} at step {step}; "
+                                f"the last good checkpoint is kept in {ckpt_dir}")
+            if best:
+                state["best_val"], state["best_step"] = result["loss"], step
+                if main:
+                    with atomic_path(best_dir) as tmp:
+                        accelerator.unwrap_model(model).save_pretrained(tmp)
+            if main:
+                append_jsonl(log_path, {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                                        "tokens": state["tokens"], "val_loss": result["loss"],
+                                        "val_bpb": result["bpb"], "best": best, "time_s": state["train_time_s"]})
+            bar.message(f"{name}: step {step} val_loss {result['loss']:.4f} bpb {result['bpb']:.4f}"
+                        + (" (best)" if best else ""))
+            checkpoint()
+            step_start = time.perf_counter()
+            if on_eval is not None:
+                try:
+                    on_eval(step, result["loss"])
+                except Stopped:
+                    stopped = True
+        elif t.checkpoint_every and step % t.checkpoint_every == 0:
+            state["train_time_s"] += time.perf_counter() - step_start
+            checkpoint()
+            step_start = time.perf_counter()
+
+    # ---- final model: best weights, scored on valid and test
+    accelerator.wait_for_everyone()
+    best_model = type(accelerator.unwrap_model(model)).from_pretrained(best_dir).to(accelerator.device)
+    valid = evaluate(data.valid, best_model)
+    test = evaluate(data.test, best_model) if data.test is not None and len(data.test) > 1 else None
+    metrics = {"name": name, "kind": stage.kind, "teachers": [str(x) for x in stage.teachers],
+               "parameters": n_params, "tokens_seen": state["tokens"], "steps": state["step"],
+               "best_step": state["best_step"], "stopped_early": stopped,
+               "val_loss": valid["loss"], "val_bpb": valid["bpb"],
+               "test_loss": test["loss"] if test else None, "test_bpb": test["bpb"] if test else None,
+               "wall_time_s": state["train_time_s"],
+               "tokens_per_s": state["tokens"] / state["train_time_s"] if state["train_time_s"] else None}
+    if main:
+        save_model_dir(best_dir, tokenizer, out_dir)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def save_model_dir(weights_dir: Path, tokenizer, out_dir: Path) -> None:
+    """Add the tokenizer to ``weights_dir`` and move its files into ``out_dir``.
+
+    Each file lands by an atomic rename, so ``out_dir`` never holds a half-written weight file.
+    """
+    tokenizer.save_pretrained(weights_dir)
+    for path in weights_dir.iterdir():
+        os.replace(path, out_dir / path.name)
+
+
+def _read_state(ckpt_dir: Path) -> dict:
+    return json.loads((ckpt_dir / "trainer_state.json").read_text())
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record) + "\n"

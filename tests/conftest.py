@@ -1,0 +1,68 @@
+"""Shared test fixtures: a small in-test corpus, a tokenizer trained on it, tiny experiment configs."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from babyllama.tokenizer import save_tokenizer, train_tokenizer
+
+
+def shared_data() -> Path:
+    """The project's shared evaluation data (``../shared/data`` beside the checkout)."""
+    env = os.environ.get("BABYLLAMA_SHARED_DATA")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+SUBJECTS = [("the dog", "runs", "sees"), ("the dogs", "run", "see"), ("a child", "plays", "likes"),
+            ("the children", "play", "like"), ("my mother", "sings", "hears"), ("the birds", "sing", "hear")]
+OBJECTS = ["the ball", "a red apple", "the little cat", "some milk", "the big house", "her friends"]
+
+
+def write_corpus(folder: Path, lines_per_source: int = 400, seed: int = 0) -> Path:
+    """A BabyLM-layout corpus of simple agreeing sentences: two sources, train and dev files."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in ("synthetic_a", "synthetic_b"):
+        for suffix, n in (("train", lines_per_source), ("dev", lines_per_source // 5)):
+            lines = []
+            for _ in range(n):
+                subj, intrans, trans = rng.choice(SUBJECTS)
+                lines.append(f"{subj} {trans} {rng.choice(OBJECTS)} ." if rng.random() < 0.6 else f"{subj} {intrans} .")
+            (folder / f"{source}.{suffix}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, corpus_dir) -> Path:
+    lines = (corpus_dir / "synthetic_a.train").read_text().splitlines()
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    save_tokenizer(train_tokenizer(lines, vocab_size=320, min_frequency=2), out)
+    return out
+
+
+def tiny_experiment(corpus: Path, run_dir: Path, **train) -> dict:
+    """An experiment dict: two tiny teachers, a baseline and a distilled student, a few steps each."""
+    return {
+        "name": "tiny", "run_dir": str(run_dir),
+        "corpus": {"path": str(corpus)},
+        "tokenizer": {"vocab_size": 320},
+        "model": {"preset": "tiny"},
+        "train": {"seq_length": 32, "batch_size": 8, "epochs": 1, "max_steps": 6, "lr": 3e-3, "warmup_steps": 1,
+                  "weight_decay": 0.0, "log_every": 2, "eval_every": 3, **train},
+        "models": {"teacher1": {"train": {"seed": 1}}, "teacher2": {"train": {"seed": 2}},
+                   "baseline": {"train": {"seed": 3}},
+                   "student": {"kind": "distill", "teachers": ["teacher1", "teacher2"], "train": {"seed": 3}}},
+        "evaluation": {"zero_shot": None},
+    }
