@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from babyllama import checkpoints
 from babyllama.config import CorpusConfig, StageConfig, from_dict
 from babyllama.data.corpus import prepare_corpus
 from babyllama.errors import UserError
@@ -86,7 +87,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, data):
 
     with pytest.raises(KeyboardInterrupt):
         train_stage("cut", stage, tok, token_data, tmp_path / "cut", on_eval=crash, progress=False)
-    assert (tmp_path / "cut/checkpoints/last/COMPLETE").is_file()
+    assert checkpoints.latest(tmp_path / "cut/checkpoints").name == "step-00000004"
     train_stage("cut", stage, tok, token_data, tmp_path / "cut", progress=False)
     full, cut = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "cut/model.safetensors")
     assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)

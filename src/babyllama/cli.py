@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
+from .preemption import EXIT_PREEMPTED, Preempted
 
 EXIT_USER_ERROR = 2
 
@@ -104,9 +106,9 @@ def cmd_tokenizer(args) -> int:
 
 
 def _cmd_train(args, kind: str) -> int:
-    from .config import StageConfig, apply_overrides, from_dict, load_yaml
-    from .pipeline import load_token_data, mark_done, stage_done
-    from .config import config_hash
+    from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
+    from .io import ensure_writable
+    from .pipeline import load_token_data, mark_done
     from .tokenizer import load_tokenizer, tokenizer_hash
     from .train import train_stage
 
@@ -119,16 +121,18 @@ def _cmd_train(args, kind: str) -> int:
     stage = from_dict(StageConfig, data, args.config or kind)
     stage.validate(kind)
     out = Path(args.out)
+    if (out / "stage.json").is_file():
+        if not args.overwrite:
+            raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
+        shutil.rmtree(out)
     tokenizer = load_tokenizer(args.tokenizer)
-    chash = config_hash({"stage": stage, "data": str(Path(args.data).resolve()), "tokenizer": tokenizer_hash(tokenizer)})
-    if stage_done(out, chash, args.overwrite) or (out / "stage.json").is_file():
-        raise UserError(f"{out}: already holds this finished run; use --overwrite to train again")
+    ensure_writable(out)
     token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
     metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
                           progress=not args.quiet)
-    mark_done(out, kind, chash)
-    print(f"{out}: val_loss {metrics['val_loss']:.4f}, test_loss "
-          f"{metrics['test_loss'] if metrics['test_loss'] is None else round(metrics['test_loss'], 4)}")
+    mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
+    test = "none" if metrics["test_loss"] is None else f"{metrics['test_loss']:.4f}"
+    print(f"{out}: val_loss {metrics['val_loss']:.4f}, test_loss {test}")
     return 0
 
 
@@ -282,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        print("interrupted: rerun the same command to resume from the last complete checkpoint", file=sys.stderr)
         return 130
 
 

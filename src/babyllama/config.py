@@ -121,6 +121,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     log_every: int = 10
     checkpoint_every: int = 0
+    keep_checkpoints: int = 1
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -142,6 +143,7 @@ class TrainConfig:
         _check(self.precision in PRECISIONS, where, "precision", self.precision, f"one of {', '.join(PRECISIONS)}")
         for name in ("eval_every", "log_every", "checkpoint_every"):
             _check(getattr(self, name) >= 0, where, name, getattr(self, name), ">= 0")
+        _check(self.keep_checkpoints >= 1, where, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         _check(self.log_every > 0, where, "log_every", self.log_every, "> 0")
         _check(self.eval_batch_size > 0, where, "eval_batch_size", self.eval_batch_size, "> 0")
 
@@ -189,6 +191,11 @@ class StageConfig:
         _check(self.kind in ("pretrain", "distill"), where, "kind", self.kind, "pretrain or distill")
         self.model.validate(f"{where}.model")
         self.train.validate(f"{where}.train")
+        from .model import max_positions
+
+        positions = max_positions(self.model)
+        _check(self.train.seq_length <= positions, f"{where}.train", "seq_length", self.train.seq_length,
+               f"<= the model's max_position_embeddings ({positions})")
         self.distill.validate(f"{where}.distill")
         if self.kind == "distill":
             _check(len(self.teachers) >= 1, where, "teachers", self.teachers, "at least one teacher for distill")

@@ -74,6 +74,19 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.flush()
 
 
+def ensure_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and check a file can be written there, else a one-line error."""
+    from .errors import UserError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file, skipping a torn last line left by a crash."""
     records = []

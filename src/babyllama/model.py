@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from .config import ModelConfig
@@ -35,6 +36,13 @@ PRESETS: dict[str, dict] = {
 #: Settings shared by every preset (the paper's, DESIGN.md).
 COMMON = dict(max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=1e4, tie_word_embeddings=False,
               attention_dropout=0.0, hidden_act="silu")
+
+
+def max_positions(model: ModelConfig) -> int:
+    """The longest sequence a model of this config accepts."""
+    if model.max_position_embeddings is not None:
+        return model.max_position_embeddings
+    return {**COMMON, **PRESETS[model.preset]}["max_position_embeddings"]
 
 
 def llama_config(model: ModelConfig, vocab_size: int, pad_token_id: int, bos_token_id: int,
@@ -82,6 +90,6 @@ def load_model_dir(path: str | Path, dtype: torch.dtype = torch.float32) -> Llam
     try:
         json.loads((path / "config.json").read_text(encoding="utf-8"))
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: cannot load the model ({first})") from None

@@ -33,9 +33,11 @@ from .config import StageConfig, config_hash, dump_yaml
 from .data.token_arrays import TokenSplit, epoch_chunk_starts, gather_chunks, require_tokens, chunks_per_epoch
 from .errors import UserError
 from .evaluation.perplexity import evaluate_loss
-from .io import append_jsonl, atomic_path, atomic_write_json, atomic_write_text, read_jsonl
-from .losses import cross_entropy, distillation_loss
+from . import checkpoints
+from .io import append_jsonl, atomic_path, atomic_write_json, atomic_write_text, ensure_writable, read_jsonl
+from .losses import LossParts, cross_entropy, distillation_loss
 from .model import build_model, llama_config
+from .preemption import Preempted, stop_on_signals
 from .progress import Progress
 from .teachers import DTYPES, ensemble_logits, load_teachers
 
@@ -79,6 +81,30 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_size: int,
+               accelerator: Accelerator) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossParts]:
+    """The stage's loss as ``loss(student_logits, input_ids, labels)``.
+
+    Pretraining: cross-entropy. Distillation: the frozen teachers (in the compute dtype unless
+    ``distill.teacher_precision`` says otherwise) run on the same inputs and their mean logits
+    enter :func:`~babyllama.losses.distillation_loss`.
+    """
+    if stage.kind != "distill":
+        return lambda logits, input_ids, labels: cross_entropy(logits, None, labels)
+    d = stage.distill
+    if d.teacher_precision != "same":
+        dtype = DTYPES[d.teacher_precision]
+    else:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
+    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device)
+
+    def loss(logits, input_ids, labels):
+        return distillation_loss(logits, ensemble_logits(teachers, input_ids), labels, d.alpha, d.temperature,
+                                 d.reduction)
+
+    return loss
+
+
 def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_dir: str | Path,
                 teacher_dirs: list[Path] = (), on_eval: Callable[[int, float], None] | None = None,
                 progress: bool = True) -> dict:
@@ -112,38 +138,28 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     forward = torch.compile(model) if t.compile else model
 
-    teachers = []
-    if stage.kind == "distill":
-        dtype = (DTYPES[stage.distill.teacher_precision] if stage.distill.teacher_precision != "same"
-                 else {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32))
-        teachers = load_teachers(teacher_dirs, tokenizer, config.vocab_size, dtype, accelerator.device)
-
-    def loss_fn(logits, input_ids, labels):
-        if not teachers:
-            return cross_entropy(logits, None, labels)
-        teacher_logits = ensemble_logits(teachers, input_ids)
-        d = stage.distill
-        return distillation_loss(logits, teacher_logits, labels, d.alpha, d.temperature, d.reduction)
+    loss_fn = build_loss(stage, teacher_dirs, tokenizer, config.vocab_size, accelerator)
 
     # ---- files and resume state
-    ckpt_dir = out_dir / "checkpoints" / "last"
-    best_dir = out_dir / "checkpoints" / "best"
+    ckpt_root = out_dir / "checkpoints"
+    best_dir = ckpt_root / "best"
     log_path = out_dir / "metrics.jsonl"
     chash = config_hash({"stage": stage, "vocab": config.vocab_size, "tokens": len(data.train)})
     state = {"step": 0, "tokens": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
              "config_hash": chash}
-    if (ckpt_dir / "COMPLETE").is_file():
-        saved = _read_state(ckpt_dir)
+    resume_from = checkpoints.latest(ckpt_root)
+    if resume_from is not None:
+        saved = checkpoints.read_state(resume_from)
         if saved.get("config_hash") != chash:
-            raise UserError(f"{ckpt_dir}: checkpoint was written by a different config; "
+            raise UserError(f"{resume_from}: checkpoint was written by a different config; "
                             f"rerun with --overwrite to start again")
-        accelerator.load_state(str(ckpt_dir))
+        accelerator.load_state(str(resume_from))
         state.update(saved)
         if main and log_path.is_file():
             kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= state["step"]]
-            atomic_write_text(log_path, "".join(_json_line(r) for r in kept))
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
     elif main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(out_dir)
         if log_path.exists():
             log_path.unlink()
     if main:
@@ -153,7 +169,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     tokens_per_step = t.batch_size * t.seq_length
     bar = Progress(total_steps, f"{name} ({stage.kind}, {n_params / 1e6:.2f}M params)", enabled=progress and main)
     if state["step"]:
-        bar.message(f"{name}: resuming at step {state['step']} of {total_steps}")
+        bar.message(f"{name}: resuming at step {state['step']} of {total_steps} from {resume_from}")
     log_sums = torch.zeros(4, device=accelerator.device)  # loss, ce, kd, grad_norm
     log_count, log_start = 0, time.perf_counter()
     autocast = accelerator.autocast
@@ -164,98 +180,109 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                              accelerator.device, accelerator.process_index, world,
                              reduce=lambda x: accelerator.reduce(x, reduction="sum"), autocast=autocast)
 
-    def checkpoint() -> None:
+    def checkpoint() -> Path | None:
         accelerator.wait_for_everyone()
+        saved = None
         if main:
-            with atomic_path(ckpt_dir) as tmp:
-                accelerator.save_state(str(tmp))
-                atomic_write_json(tmp / "trainer_state.json", state)
-                (tmp / "COMPLETE").write_text("ok\n")
+            saved = checkpoints.save(ckpt_root, state["step"], state, lambda d: accelerator.save_state(str(d)),
+                                     t.keep_checkpoints)
         accelerator.wait_for_everyone()
+        return saved
+
+    def stop_requested(flag) -> bool:
+        """Every process stops at the same step if any one of them got a signal."""
+        if world == 1:
+            return bool(flag)
+        return bool(accelerator.reduce(torch.tensor(float(bool(flag)), device=accelerator.device), "sum").item())
 
     model.train()
     stopped = False
     step_start = time.perf_counter()
-    while state["step"] < total_steps and not stopped:
-        step = state["step"]
-        epoch, index = divmod(step, steps_per_epoch)
-        if epoch_starts is None or epoch_starts[0] != epoch:
-            epoch_starts = (epoch, epoch_chunk_starts(len(data.train), t.seq_length, t.seed, epoch))
-        batch = epoch_starts[1][index * t.batch_size:(index + 1) * t.batch_size]
-        mine = batch[accelerator.process_index * micro * t.grad_accum:(accelerator.process_index + 1) * micro * t.grad_accum]
-        for m in range(t.grad_accum):
-            inputs, labels = gather_chunks(data.train.tokens, mine[m * micro:(m + 1) * micro], t.seq_length)
-            inputs, labels = inputs.to(accelerator.device), labels.to(accelerator.device)
-            sync = m == t.grad_accum - 1
-            with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
-                logits = forward(input_ids=inputs).logits
-                parts = loss_fn(logits, inputs, labels)
-            del logits
-            accelerator.backward(parts.loss / t.grad_accum)
-            log_sums[0] += parts.loss.detach() / t.grad_accum
-            log_sums[1] += parts.ce.detach() / t.grad_accum
-            if parts.kd is not None:
-                log_sums[2] += parts.kd.detach() / t.grad_accum
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-        log_sums[3] += grad_norm.detach().float()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] = step = step + 1
-        state["tokens"] += tokens_per_step
-        log_count += 1
+    with stop_on_signals() as signalled:
+        while state["step"] < total_steps and not stopped:
+            step = state["step"]
+            epoch, index = divmod(step, steps_per_epoch)
+            if epoch_starts is None or epoch_starts[0] != epoch:
+                epoch_starts = (epoch, epoch_chunk_starts(len(data.train), t.seq_length, t.seed, epoch))
+            batch = epoch_starts[1][index * t.batch_size:(index + 1) * t.batch_size]
+            mine = batch[accelerator.process_index * micro * t.grad_accum:(accelerator.process_index + 1) * micro * t.grad_accum]
+            for m in range(t.grad_accum):
+                inputs, labels = gather_chunks(data.train.tokens, mine[m * micro:(m + 1) * micro], t.seq_length)
+                inputs, labels = inputs.to(accelerator.device), labels.to(accelerator.device)
+                sync = m == t.grad_accum - 1
+                with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
+                    logits = forward(input_ids=inputs).logits
+                    parts = loss_fn(logits, inputs, labels)
+                del logits
+                accelerator.backward(parts.loss / t.grad_accum)
+                log_sums[0] += parts.loss.detach() / t.grad_accum
+                log_sums[1] += parts.ce.detach() / t.grad_accum
+                if parts.kd is not None:
+                    log_sums[2] += parts.kd.detach() / t.grad_accum
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            log_sums[3] += grad_norm.detach().float()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step = step + 1
+            state["tokens"] += tokens_per_step
+            log_count += 1
+            stop_now = stop_requested(signalled)
 
-        if step % t.log_every == 0 or step == total_steps:
-            sums = accelerator.reduce(log_sums, reduction="mean").cpu() / log_count
-            if not torch.isfinite(sums[0]):
-                raise UserError(f"models.{name}: loss became {sums[0].item()} at step {step}; the last good "
-                                f"checkpoint is kept in {ckpt_dir}")
-            elapsed = time.perf_counter() - log_start
-            record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                      "tokens": state["tokens"], "loss": sums[0].item(), "ce": sums[1].item()}
-            if teachers:
-                record["kd"] = sums[2].item()
-            record.update(lr=scheduler.get_last_lr()[0], grad_norm=sums[3].item(),
-                          tokens_per_s=log_count * tokens_per_step / elapsed,
-                          time_s=state["train_time_s"] + time.perf_counter() - step_start)
-            if main:
-                append_jsonl(log_path, record)
-            bar.update(step, loss=record["loss"], tok_s=round(record["tokens_per_s"]))
-            log_sums.zero_()
-            log_count, log_start = 0, time.perf_counter()
-
-        end_of_epoch = step % steps_per_epoch == 0
-        do_eval = (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and end_of_epoch) \
-            or step == total_steps
-        if do_eval:
-            state["train_time_s"] += time.perf_counter() - step_start
-            result = evaluate(data.valid, model)
-            best = result["loss"] < state["best_val"]
-            if not math.isfinite(result["loss"]):
-                raise UserError(f"models.{name}: validation loss is {result['loss']} at step {step}; "
-                                f"the last good checkpoint is kept in {ckpt_dir}")
-            if best:
-                state["best_val"], state["best_step"] = result["loss"], step
+            if step % t.log_every == 0 or step == total_steps:
+                sums = accelerator.reduce(log_sums, reduction="mean").cpu() / log_count
+                if not torch.isfinite(sums[0]):
+                    raise UserError(f"models.{name}: loss became {sums[0].item()} at step {step}; the last good "
+                                    f"checkpoint is kept in {ckpt_root}")
+                elapsed = time.perf_counter() - log_start
+                record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                          "tokens": state["tokens"], "loss": sums[0].item(), "ce": sums[1].item()}
+                if stage.kind == "distill":
+                    record["kd"] = sums[2].item()
+                record.update(lr=scheduler.get_last_lr()[0], grad_norm=sums[3].item(),
+                              tokens_per_s=log_count * tokens_per_step / elapsed,
+                              time_s=state["train_time_s"] + time.perf_counter() - step_start)
                 if main:
-                    with atomic_path(best_dir) as tmp:
-                        accelerator.unwrap_model(model).save_pretrained(tmp)
-            if main:
-                append_jsonl(log_path, {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                                        "tokens": state["tokens"], "val_loss": result["loss"],
-                                        "val_bpb": result["bpb"], "best": best, "time_s": state["train_time_s"]})
-            bar.message(f"{name}: step {step} val_loss {result['loss']:.4f} bpb {result['bpb']:.4f}"
-                        + (" (best)" if best else ""))
-            checkpoint()
-            step_start = time.perf_counter()
-            if on_eval is not None:
-                try:
-                    on_eval(step, result["loss"])
-                except Stopped:
-                    stopped = True
-        elif t.checkpoint_every and step % t.checkpoint_every == 0:
-            state["train_time_s"] += time.perf_counter() - step_start
-            checkpoint()
-            step_start = time.perf_counter()
+                    append_jsonl(log_path, record)
+                bar.update(step, loss=record["loss"], tok_s=round(record["tokens_per_s"]))
+                log_sums.zero_()
+                log_count, log_start = 0, time.perf_counter()
+
+            end_of_epoch = step % steps_per_epoch == 0
+            do_eval = (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and end_of_epoch) \
+                or step == total_steps
+            if do_eval:
+                state["train_time_s"] += time.perf_counter() - step_start
+                result = evaluate(data.valid, model)
+                best = result["loss"] < state["best_val"]
+                if not math.isfinite(result["loss"]):
+                    raise UserError(f"models.{name}: validation loss is {result['loss']} at step {step}; "
+                                    f"the last good checkpoint is kept in {ckpt_root}")
+                if best:
+                    state["best_val"], state["best_step"] = result["loss"], step
+                    if main:
+                        with atomic_path(best_dir) as tmp:
+                            accelerator.unwrap_model(model).save_pretrained(tmp)
+                if main:
+                    append_jsonl(log_path, {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                                            "tokens": state["tokens"], "val_loss": result["loss"],
+                                            "val_bpb": result["bpb"], "best": best, "time_s": state["train_time_s"]})
+                bar.message(f"{name}: step {step} val_loss {result['loss']:.4f} bpb {result['bpb']:.4f}"
+                            + (" (best)" if best else ""))
+                checkpoint()
+                step_start = time.perf_counter()
+                if on_eval is not None:
+                    try:
+                        on_eval(step, result["loss"])
+                    except Stopped:
+                        stopped = True
+            elif (t.checkpoint_every and step % t.checkpoint_every == 0) or stop_now:
+                state["train_time_s"] += time.perf_counter() - step_start
+                checkpoint()
+                step_start = time.perf_counter()
+            if stop_now:
+                raise Preempted(f"{name}: stopped by signal at step {step}; checkpoint saved in {ckpt_root}; "
+                                f"rerun the same command to resume")
 
     # ---- final model: best weights, scored on valid and test
     accelerator.wait_for_everyone()
@@ -285,11 +312,3 @@ def save_model_dir(weights_dir: Path, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(weights_dir)
     for path in weights_dir.iterdir():
         os.replace(path, out_dir / path.name)
-
-
-def _read_state(ckpt_dir: Path) -> dict:
-    return json.loads((ckpt_dir / "trainer_state.json").read_text())
-
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record) + "\n"

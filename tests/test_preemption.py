@@ -1,0 +1,70 @@
+"""Signals, checkpoint retention and a full disk: the run stops cleanly and loses nothing."""
+
+import errno
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from babyllama import checkpoints
+from babyllama.errors import UserError
+from babyllama.preemption import Preempted
+from babyllama.train import train_stage
+from test_train import _stage, data  # noqa: F401  (module fixture)
+
+
+def test_sigterm_checkpoints_then_resume_is_exact(tmp_path, data):  # noqa: F811
+    tok, token_data = data
+    stage = _stage(seed=4, max_steps=6, eval_every=2)
+    train_stage("full", stage, tok, token_data, tmp_path / "full", progress=False)
+
+    def terminate(step, loss):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would; handled after the step
+
+    with pytest.raises(Preempted, match="stopped by signal at step 3; checkpoint saved"):
+        train_stage("cut", stage, tok, token_data, tmp_path / "cut", on_eval=terminate, progress=False)
+    assert checkpoints.latest(tmp_path / "cut/checkpoints").name == "step-00000003"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
+    train_stage("cut", stage, tok, token_data, tmp_path / "cut", progress=False)
+    full, cut = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "cut/model.safetensors")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path, data):  # noqa: F811
+    tok, token_data = data
+    stage = _stage(seed=4, max_steps=5, eval_every=0, checkpoint_every=1, keep_checkpoints=2)
+    stage.train.epochs = 100
+
+    def crash(step, loss):
+        raise KeyboardInterrupt
+
+    stage.train.eval_every = 4
+    with pytest.raises(KeyboardInterrupt):
+        train_stage("k", stage, tok, token_data, tmp_path / "k", on_eval=crash, progress=False)
+    names = [p.name for p in checkpoints.complete_checkpoints(tmp_path / "k/checkpoints")]
+    assert names == ["step-00000003", "step-00000004"]
+    assert (tmp_path / "k/checkpoints/best/model.safetensors").is_file()
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path):
+    root = tmp_path / "checkpoints"
+    checkpoints.save(root, 2, {"step": 2}, lambda d: (d / "w").write_text("x"), keep_last=3)
+    (root / "step-00000009").mkdir()  # no COMPLETE marker: a crash mid-write
+    assert checkpoints.latest(root).name == "step-00000002"
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path):
+    root = tmp_path / "checkpoints"
+    checkpoints.save(root, 1, {"step": 1}, lambda d: (d / "w").write_text("one"), keep_last=1)
+
+    def full(d):
+        (d / "w").write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UserError, match="disk full while writing the checkpoint; the previous one is intact"):
+        checkpoints.save(root, 2, {"step": 2}, full, keep_last=1)
+    assert [p.name for p in root.iterdir()] == ["step-00000001"]
+    assert (root / "step-00000001/w").read_text() == "one"
