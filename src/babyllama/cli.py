@@ -58,8 +58,16 @@ def cmd_run(args) -> int:
 
 def _run(config, args) -> int:
     from .pipeline import run_experiment
+    from .report import build_report
 
-    run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=args.only or None)
+    only = [] if args.prepare_only else (args.only or None)
+    run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=only)
+    if args.prepare_only:
+        return 0
+    run_dir = Path(config.run_dir)
+    report = build_report([run_dir], run_dir / "report")
+    print(report.table)
+    print(f"report: {report.report_path}")
     return 0
 
 
@@ -193,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
+    p.add_argument("--prepare-only", action="store_true", help="stop after the corpus, tokenizer and token arrays")
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_demo)
@@ -203,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="experiment YAML file (see configs/)")
     p.add_argument("--dry-run", action="store_true", help="validate, print each model and its parameter count, exit")
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
-    p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
+    p.add_argument("--only", action="append", default=[], metavar="MODEL",
+                   help="train and evaluate only this model (repeatable); other jobs may train the rest")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="stop after the corpus, tokenizer and token arrays (run once before parallel --only jobs)")
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_run)

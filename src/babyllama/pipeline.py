@@ -119,7 +119,14 @@ class ModelInputs:
 
 def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: bool = True,
                    only: list[str] | None = None, evaluate: bool = True) -> dict[str, dict]:
-    """Run every stage of ``config``; return each model's final metrics by name."""
+    """Run every stage of ``config``; return each model's final metrics by name.
+
+    ``only`` restricts training and evaluation to the named models (an empty list: data stages
+    only), so independent models can run as separate jobs sharing one run folder.
+    """
+    for name in only or ():
+        if name not in config.models:
+            raise UserError(f"--only {name}: no such model in the experiment (models: {', '.join(config.models)})")
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "experiment.yaml", dump_yaml(config))
@@ -129,7 +136,7 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
     hashes: dict[str, str] = {}
     results: dict[str, dict] = {}
     for name in config.stage_order():
-        if only and name not in only:
+        if only is not None and name not in only:
             continue
         stage = config.models[name]
         inputs = _model_inputs(config, name, stage, run_dir, prepared, tokenizer, shared, hashes, overwrite)
@@ -147,7 +154,7 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
     if evaluate:
         from .evaluate_stage import evaluate_models
 
-        results = evaluate_models(config, [n for n in results], overwrite=overwrite, progress=progress)
+        results = evaluate_models(config, list(results), overwrite=overwrite, progress=progress)
     return results
 
 

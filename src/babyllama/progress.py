@@ -18,11 +18,14 @@ class Progress:
     """Reports ``done / total`` with a rate and an ETA.
 
     On a terminal the line is redrawn in place (at most every 0.2 s); otherwise a plain line is
-    printed whenever :meth:`update` is called with ``log=True`` and at the end.
+    printed whenever :meth:`update` is called with ``log=True``, every ``log_every_s`` seconds
+    when that is set, and at the end.
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "step", enabled: bool = True, stream=None):
+    def __init__(self, total: int, desc: str, unit: str = "step", enabled: bool = True, stream=None,
+                 log_every_s: float | None = None):
         self.total, self.desc, self.unit, self.enabled = total, desc, unit, enabled
+        self.log_every_s = log_every_s
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.start = time.perf_counter()
@@ -36,7 +39,11 @@ class Progress:
         now = time.perf_counter()
         if self.start_done is None:
             self.start_done, self.start = done, now
+        if not log and self.log_every_s is not None and not self.tty and now - self.last_draw >= self.log_every_s:
+            log = True
         if self.tty and not log and now - self.last_draw < 0.2 and done < self.total:
+            return
+        if not self.tty and not log and done < self.total:
             return
         self.last_draw = now
         elapsed = now - self.start
@@ -48,7 +55,7 @@ class Progress:
             self.stream.write("\r\033[K" + line)
             if log or done >= self.total:
                 self.stream.write("\n")
-        elif log or done >= self.total:
+        else:
             self.stream.write(line + "\n")
         self.stream.flush()
 

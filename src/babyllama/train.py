@@ -260,9 +260,10 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                                     f"the last good checkpoint is kept in {ckpt_root}")
                 if best:
                     state["best_val"], state["best_step"] = result["loss"], step
+                    weights = accelerator.get_state_dict(model)  # gathers shards under FSDP / ZeRO-3
                     if main:
                         with atomic_path(best_dir) as tmp:
-                            accelerator.unwrap_model(model).save_pretrained(tmp)
+                            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=weights)
                 if main:
                     append_jsonl(log_path, {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
                                             "tokens": state["tokens"], "val_loss": result["loss"],

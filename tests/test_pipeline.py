@@ -1,0 +1,47 @@
+"""End to end: an experiment runs every stage, a re-run skips finished ones, the demo reports."""
+
+import json
+
+import pytest
+
+from babyllama.cli import main
+from babyllama.config import resolve_experiment
+from babyllama.errors import UserError
+from babyllama.pipeline import run_experiment
+from conftest import tiny_experiment
+
+DEMO_SMALL = ["--quiet", "--set", "corpus.builtin_words=20000", "--set", "tokenizer.vocab_size=400",
+              "--set", "model.preset=tiny", "--set", "train.max_steps=8", "--set", "train.batch_size=8",
+              "--set", "train.seq_length=64", "--set", "train.eval_every=4",
+              "--set", "evaluation.zero_shot.pairs_per_phenomenon=10"]
+
+
+def test_experiment_runs_all_stages_and_rerun_skips_them(tmp_path, corpus_dir, capsys):
+    config = resolve_experiment(tiny_experiment(corpus_dir, tmp_path / "run"))
+    results = run_experiment(config, progress=False)
+    assert set(results) == {"teacher1", "teacher2", "baseline", "student"}
+    for name, metrics in results.items():
+        assert (tmp_path / "run" / name / "stage.json").is_file()
+        assert metrics["val_loss"] > 0 and metrics["test_loss"] > 0 and metrics["val_bpb"] > 0
+    assert results["student"]["kind"] == "distill" and results["student"]["teachers"] == ["teacher1", "teacher2"]
+    assert results["teacher1"]["val_loss"] != results["teacher2"]["val_loss"]  # seeds differ
+    stamps = {n: (tmp_path / "run" / n / "model.safetensors").stat().st_mtime_ns for n in results}
+    capsys.readouterr()
+    run_experiment(config, progress=False)
+    assert "finished earlier, skipped" in capsys.readouterr().out
+    assert stamps == {n: (tmp_path / "run" / n / "model.safetensors").stat().st_mtime_ns for n in results}
+    changed = resolve_experiment(tiny_experiment(corpus_dir, tmp_path / "run", lr=1e-3))
+    with pytest.raises(UserError, match="holds a finished stage with a different config; rerun with --overwrite"):
+        run_experiment(changed, progress=False)
+
+
+def test_demo_end_to_end_prints_the_comparison(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), *DEMO_SMALL]) == 0
+    out = capsys.readouterr().out
+    for name in ("teacher1", "teacher2", "baseline", "student"):
+        assert name in out
+        metrics = json.loads((tmp_path / "demo" / name / "metrics.json").read_text())
+        assert 0.0 <= metrics["zero_shot"]["builtin_pairs"] <= 1.0
+    assert (tmp_path / "demo/report/report.md").is_file()
+    results = json.loads((tmp_path / "demo/student/zero_shot/results.json").read_text())
+    assert len(results["tasks"]["builtin_pairs"]["subtasks"]) >= 6
