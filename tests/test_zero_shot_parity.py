@@ -19,7 +19,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from babyllama.evaluation.minimal_pair_tasks import load_task
 from babyllama.evaluation.zero_shot import encode_items, evaluate_zero_shot, load_model, score_encoded
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import shared_data
+
+DATA = shared_data()
 PARADIGMS = ["anaphor_number_agreement", "wh_questions_object_gap", "existential_there_quantifiers_1"]
 EWOK_DOMAIN = "social-properties"
 N_ITEMS = 120

@@ -82,15 +82,18 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_size: int,
-               accelerator: Accelerator) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossParts]:
-    """The stage's loss as ``loss(student_logits, input_ids, labels)``.
+               accelerator: Accelerator) -> Callable[..., LossParts]:
+    """The stage's loss as ``loss(student_logits, input_ids, labels, starts)``.
+
+    ``starts`` ``(micro_batch,)`` are the chunks' token offsets in the training array, for loss
+    sources keyed by position.
 
     Pretraining: cross-entropy. Distillation: the frozen teachers (in the compute dtype unless
     ``distill.teacher_precision`` says otherwise) run on the same inputs and their mean logits
     enter :func:`~babyllama.losses.distillation_loss`.
     """
     if stage.kind != "distill":
-        return lambda logits, input_ids, labels: cross_entropy(logits, None, labels)
+        return lambda logits, input_ids, labels, starts: cross_entropy(logits, None, labels)
     d = stage.distill
     if d.teacher_precision != "same":
         dtype = DTYPES[d.teacher_precision]
@@ -98,7 +101,7 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device)
 
-    def loss(logits, input_ids, labels):
+    def loss(logits, input_ids, labels, starts):
         return distillation_loss(logits, ensemble_logits(teachers, input_ids), labels, d.alpha, d.temperature,
                                  d.reduction)
 
@@ -207,12 +210,13 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             batch = epoch_starts[1][index * t.batch_size:(index + 1) * t.batch_size]
             mine = batch[accelerator.process_index * micro * t.grad_accum:(accelerator.process_index + 1) * micro * t.grad_accum]
             for m in range(t.grad_accum):
-                inputs, labels = gather_chunks(data.train.tokens, mine[m * micro:(m + 1) * micro], t.seq_length)
+                starts = mine[m * micro:(m + 1) * micro]
+                inputs, labels = gather_chunks(data.train.tokens, starts, t.seq_length)
                 inputs, labels = inputs.to(accelerator.device), labels.to(accelerator.device)
                 sync = m == t.grad_accum - 1
                 with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
                     logits = forward(input_ids=inputs).logits
-                    parts = loss_fn(logits, inputs, labels)
+                    parts = loss_fn(logits, inputs, labels, starts)
                 del logits
                 accelerator.backward(parts.loss / t.grad_accum)
                 log_sums[0] += parts.loss.detach() / t.grad_accum
