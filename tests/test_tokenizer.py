@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from babyllama.data.token_arrays import (IGNORE_INDEX, chunks_per_epoch, encode_split, epoch_chunk_starts,
                                          eval_batches, gather_chunks)
 from babyllama.errors import UserError
-from babyllama.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from babyllama.tokenizer import load_tokenizer
 
 
 def test_autotokenizer_reload_gives_training_ids(tokenizer_dir, corpus_dir):

@@ -73,7 +73,6 @@ def _run(config, args) -> int:
 
 def _describe(config) -> int:
     """Print each model's architecture and parameter count without training anything."""
-    from .config import ModelConfig
     from .model import count_parameters, llama_config
 
     print(f"experiment {config.name}: run_dir {config.run_dir}, corpus {config.corpus.path}, "

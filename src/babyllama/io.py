@@ -7,13 +7,14 @@ crash never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 @contextmanager
@@ -101,3 +102,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise
     return records
+
+
+def iter_jsonl_objects(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, record)`` for each non-blank line of a (possibly gzipped) jsonl file.
+
+    Every refusal is a one-line error naming ``file:line``: unreadable file, invalid JSON, a line
+    that is not a JSON object, or a record missing one of the ``required`` keys.
+    """
+    from .errors import UserError
+
+    path = Path(path)
+    required = tuple(required)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+                for key in required:
+                    if key not in record:
+                        raise UserError(f"{path}:{number}: missing key {key!r} (a line needs {', '.join(required)})")
+                yield number, record
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None

@@ -21,7 +21,6 @@ there with the same options, data files and model is not run again.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -39,7 +38,7 @@ import numpy as np
 
 from babyllama.errors import UserError
 from babyllama.evaluation.glue_metrics import classification_scores
-from babyllama.io import atomic_write_json
+from babyllama.io import atomic_write_json, iter_jsonl_objects
 
 RESULTS_FILE = "glue_results.json"
 SCRATCH_DIR = "scratch"
@@ -248,45 +247,28 @@ def load_examples(path: Path, task: GlueTask, limit: int | None = None) -> Examp
     Raises UserError naming the file (and line) for unreadable JSON, a missing key, a text that
     is not a string, a label the task's ``num_labels``-way head does not fit, or no records.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
     first: list[str] = []
     second: list[str] = []
     labels: list[int] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-                for key in task.keys:
-                    if key not in record:
-                        raise UserError(
-                            f"{path}:{lineno}: missing key '{key}' (a {task.name} example has {', '.join(task.keys)})"
-                        )
-                    if key != "label" and not isinstance(record[key], str):
-                        raise UserError(f"{path}:{lineno}: '{key}' must be a string, got {record[key]!r}")
-                label = record["label"]
-                if isinstance(label, bool):
-                    label = int(label)
-                if not isinstance(label, int) or not 0 <= label < task.num_labels:
-                    raise UserError(
-                        f"{path}:{lineno}: label {record['label']!r} does not fit the {task.num_labels}-way "
-                        f"{task.name} head (expected an integer 0..{task.num_labels - 1})"
-                    )
-                if limit is not None and len(labels) >= limit:
-                    continue
-                text_a, text_b = task.texts(record)
-                first.append(text_a)
-                if text_b is not None:
-                    second.append(text_b)
-                labels.append(label)
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
+    for lineno, record in iter_jsonl_objects(path, task.keys):
+        for key in task.keys:
+            if key != "label" and not isinstance(record[key], str):
+                raise UserError(f"{path}:{lineno}: '{key}' must be a string, got {record[key]!r}")
+        label = record["label"]
+        if isinstance(label, bool):
+            label = int(label)
+        if not isinstance(label, int) or not 0 <= label < task.num_labels:
+            raise UserError(
+                f"{path}:{lineno}: label {record['label']!r} does not fit the {task.num_labels}-way "
+                f"{task.name} head (expected an integer 0..{task.num_labels - 1})"
+            )
+        if limit is not None and len(labels) >= limit:
+            continue
+        text_a, text_b = task.texts(record)
+        first.append(text_a)
+        if text_b is not None:
+            second.append(text_b)
+        labels.append(label)
     if not labels:
         raise UserError(f"{path}: no {task.name} examples in the file")
     return Examples(path, first, second if task.second else None, np.asarray(labels, dtype=np.int64))

@@ -20,12 +20,11 @@ non-string key) raises :class:`~babyllama.errors.UserError` naming the file and 
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from babyllama.errors import UserError
+from babyllama.io import iter_jsonl_objects
 
 BLIMP_KEYS = ("sentence_good", "sentence_bad")
 EWOK_KEYS = ("Context1", "Target1", "Target2")
@@ -88,33 +87,14 @@ def subtask_name(path: Path) -> str:
     return name
 
 
-def _read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-
-
 def load_subtask(task: str, path: str | Path) -> Subtask:
     """Parse one file of ``task`` into a :class:`Subtask`; blank lines are skipped."""
     path = Path(path)
     keys = TASK_FORMATS[task]
     items: list[Item] = []
     field: str | None = None
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+    for number, record in iter_jsonl_objects(path, keys):
         for key in keys:
-            if key not in record:
-                raise UserError(f"{path}:{number}: missing key {key!r} (a {task} line needs {', '.join(keys)})")
             if not isinstance(record[key], str) or not record[key].strip():
                 raise UserError(f"{path}:{number}: key {key!r} must be a non-empty string")
         if keys == EWOK_KEYS:
