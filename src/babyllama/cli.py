@@ -153,6 +153,35 @@ def cmd_distill(args) -> int:
     return _cmd_train(args, "distill")
 
 
+def cmd_teach_cache(args) -> int:
+    """Run the teacher ensemble once over the training tokens and store sampled targets for distillation."""
+    import torch
+
+    from .pipeline import load_token_data
+    from .teacher_cache import build_teacher_cache
+    from .teachers import DTYPES
+    from .tokenizer import load_tokenizer
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: already exists; use --overwrite to replace it")
+    try:
+        offsets = tuple(int(o) for o in args.offsets.split(","))
+    except ValueError:
+        raise UserError(f"--offsets {args.offsets!r}: expected comma-separated integers") from None
+    tokenizer = load_tokenizer(args.tokenizer)
+    data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    meta = build_teacher_cache([Path(t) for t in args.teachers.split(",") if t], data.train.tokens, args.seq_length,
+                               out, k=args.k, tokenizer=tokenizer, temperature=args.temperature, offsets=offsets,
+                               dtype=DTYPES[args.teacher_precision], batch_size=args.batch_size, seed=args.seed,
+                               device=device, progress=not args.quiet)
+    positions = len(offsets) * meta["n_chunks"] * args.seq_length
+    print(f"{out}: {positions:,} positions x k={meta['k']} draws, {meta['bytes_per_token']} bytes per token "
+          f"({positions * meta['bytes_per_token'] / 2**20:.1f} MiB), built in {meta['build_time_s']:.1f} s")
+    return 0
+
+
 def cmd_evaluate_loss(args) -> int:
     """Loss and bits per byte of model folders on a prepared corpus's splits."""
     import torch
@@ -190,8 +219,9 @@ def cmd_download(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="babyllama", description=__doc__.splitlines()[0] + " "
-                                     "Pretrain, distil and evaluate small Llama models (BabyLlama-2).")
+    parser = argparse.ArgumentParser(prog="babyllama", description="Pretrain small Llama models, distil students "
+                                     "from teacher ensembles and evaluate them as the BabyLM challenge does "
+                                     "(BabyLlama-2). Start with `babyllama demo`.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="the whole pipeline on the built-in corpus (no data, no network)",
@@ -252,6 +282,27 @@ def build_parser() -> argparse.ArgumentParser:
         _add_quiet(p)
         p.set_defaults(func=func)
 
+    p = sub.add_parser("teach-cache", help="precompute the teachers' sampled targets for distillation",
+                       description=cmd_teach_cache.__doc__ + " Use it with distill.teacher_cache: OUT (and the "
+                       "same k, offsets and temperature as distill.cache_k, distill.cache_offsets, "
+                       "distill.temperature).")
+    p.add_argument("--data", required=True, help="prepared corpus folder")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder (the student's)")
+    p.add_argument("--teachers", required=True, metavar="DIR[,DIR...]", help="teacher model folders")
+    p.add_argument("--out", required=True, help="output cache folder")
+    p.add_argument("--k", type=int, default=32, help="token ids drawn per position (default 32)")
+    p.add_argument("--offsets", default="0", help="comma-separated chunk offsets to cache (default 0)")
+    p.add_argument("--seq-length", type=int, default=128, help="training sequence length (default 128)")
+    p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature (default 1.0)")
+    p.add_argument("--teacher-precision", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="dtype the teachers run in (default float32)")
+    p.add_argument("--batch-size", type=int, default=32, help="chunks per teacher forward pass (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cache folder")
+    _add_quiet(p)
+    p.set_defaults(func=cmd_teach_cache)
+
     p = sub.add_parser("evaluate", help="evaluate model folders (loss, zero-shot, glue)")
     ev = p.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
     q = ev.add_parser("loss", help="loss and bits per byte on a prepared corpus", description=cmd_evaluate_loss.__doc__)
@@ -262,12 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
     q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
     q.set_defaults(func=cmd_evaluate_loss)
-    for module in ("zero_shot", "glue"):
-        try:
-            mod = __import__(f"babyllama.evaluation.{module}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(ev)
+    from .evaluation import glue, zero_shot
+
+    zero_shot.add_parser(ev)
+    glue.add_parser(ev)
 
     p = sub.add_parser("download", help="fetch the BabyLM corpus from the Hugging Face Hub",
                        description=cmd_download.__doc__)
@@ -276,12 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output corpus folder")
     p.set_defaults(func=cmd_download)
 
-    for module in ("report", "sweep"):
-        try:
-            mod = __import__(f"babyllama.{module}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+    from . import report, sweep
+
+    report.add_parser(sub)
+    sweep.add_parser(sub)
     return parser
 
 

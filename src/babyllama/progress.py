@@ -30,7 +30,7 @@ class Progress:
         self.tty = self.stream.isatty()
         self.start = time.perf_counter()
         self.start_done = None
-        self.last_draw = 0.0
+        self.last_draw = self.start
 
     def update(self, done: int, log: bool = False, **fields) -> None:
         """Report progress ``done`` (out of ``total``) with extra ``fields`` to show."""
@@ -39,6 +39,8 @@ class Progress:
         now = time.perf_counter()
         if self.start_done is None:
             self.start_done, self.start = done, now
+            if self.tty:
+                self.last_draw = 0.0
         if not log and self.log_every_s is not None and not self.tty and now - self.last_draw >= self.log_every_s:
             log = True
         if self.tty and not log and now - self.last_draw < 0.2 and done < self.total:
