@@ -15,28 +15,14 @@ from pathlib import Path
 import pytest
 
 from babyllama.cli import main
-from conftest import write_corpus
+from conftest import TINY_TRAIN
 
-TRAIN = ["--preset", "tiny", "--quiet", "--set", "train.seq_length=32", "--set", "train.batch_size=8",
-         "--set", "train.max_steps=2", "--set", "train.warmup_steps=1"]
+TRAIN = TINY_TRAIN
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    ws = tmp_path_factory.mktemp("ws")
-    write_corpus(ws / "corpus")
-    assert main(["prepare", "--corpus", str(ws / "corpus"), "--out", str(ws / "prep")]) == 0
-    assert main(["tokenizer", "--data", str(ws / "prep"), "--out", str(ws / "tok"), "--vocab-size", "320"]) == 0
-    assert main(["pretrain", "--data", str(ws / "prep"), "--tokenizer", str(ws / "tok"), "--out", str(ws / "teacher"),
-                 *TRAIN]) == 0
-    write_corpus(ws / "corpus2", seed=5)
-    assert main(["prepare", "--corpus", str(ws / "corpus2"), "--out", str(ws / "prep2")]) == 0
-    assert main(["tokenizer", "--data", str(ws / "prep2"), "--out", str(ws / "tok300"), "--vocab-size", "300"]) == 0
-    (ws / "exp.yaml").write_text(
-        f"run_dir: {ws}/run\ncorpus: {{path: {ws}/corpus}}\ntokenizer: {{vocab_size: 320}}\n"
-        "model: {preset: tiny}\ntrain: {seq_length: 32, batch_size: 8, max_steps: 2}\n"
-        "models: {a: {}}\nevaluation: {zero_shot: null}\n")
-    return ws
+@pytest.fixture
+def workspace(cli_workspace) -> Path:
+    return cli_workspace
 
 
 def _yaml(text: str):
