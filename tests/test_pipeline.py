@@ -45,3 +45,18 @@ def test_demo_end_to_end_prints_the_comparison(tmp_path, capsys):
     assert (tmp_path / "demo/report/report.md").is_file()
     results = json.loads((tmp_path / "demo/student/zero_shot/results.json").read_text())
     assert len(results["tasks"]["builtin_pairs"]["subtasks"]) >= 6
+
+
+def test_a_model_may_name_its_own_corpus_and_shares_the_tokenizer(tmp_path, corpus_dir):
+    from conftest import write_corpus
+
+    other = write_corpus(tmp_path / "other_corpus", lines_per_source=300, seed=9)
+    experiment = tiny_experiment(corpus_dir, tmp_path / "run")
+    experiment["models"] = {"baseline": {"train": {"seed": 3}},
+                            "baseline_other": {"corpus": {"path": str(other)}, "train": {"seed": 3}}}
+    results = run_experiment(resolve_experiment(experiment), progress=False)
+    prepared = json.loads((tmp_path / "run/corpus-baseline_other/prepare.json").read_text())
+    assert prepared["corpus"] == str(other)
+    shared_tok = (tmp_path / "run/tokenizer/tokenizer.json").read_text()
+    assert (tmp_path / "run/baseline_other/tokenizer.json").read_text() == shared_tok
+    assert results["baseline_other"]["val_loss"] != results["baseline"]["val_loss"]
