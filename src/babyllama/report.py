@@ -865,7 +865,7 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> ReportResult:
     loss_png = rp.plot_losses({m.label: m.log for m in table.models}, colours)
     if loss_png:
         files["loss.png"] = loss_png
-        md += ["Training loss (thin) and validation loss (markers) against tokens seen.", "", "![loss](loss.png)", ""]
+        md += ["Training cross-entropy (left; for a student its CE part, not the combined loss) and validation loss (right) against tokens seen.", "", "![loss](loss.png)", ""]
     else:
         md += ["No training logs (metrics.jsonl) to plot.", ""]
     kd_png = rp.plot_distill_parts({m.label: m.log for m in students}, colours)

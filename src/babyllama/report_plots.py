@@ -46,12 +46,18 @@ def _series(log: list[dict], event: str, key: str) -> tuple[list[float], list[fl
 
 
 def plot_losses(logs: dict[str, list[dict]], colours: dict[str, tuple]) -> bytes | None:
-    """Training loss (left) and validation loss (right) against tokens seen, one line per model."""
+    """Training cross-entropy (left) and validation loss (right) against tokens seen, one line per model.
+
+    The left panel plots ``ce`` (the next-token cross-entropy, which a distilled student logs next
+    to its combined loss) so that every model's curve is on the same scale.
+    """
     fig = Figure(figsize=(11, 4.2))
     train_ax, val_ax = fig.subplots(1, 2)
     drawn = False
     for label, log in logs.items():
-        xs, ys = _series(log, "train", "loss")
+        xs, ys = _series(log, "train", "ce")
+        if not xs:
+            xs, ys = _series(log, "train", "loss")
         if xs:
             train_ax.plot(xs, ys, color=colours[label], linewidth=1.2, label=label)
             drawn = True
@@ -61,7 +67,7 @@ def plot_losses(logs: dict[str, list[dict]], colours: dict[str, tuple]) -> bytes
             drawn = True
     if not drawn:
         return None
-    for ax, title in ((train_ax, "training loss"), (val_ax, "validation loss")):
+    for ax, title in ((train_ax, "training cross-entropy"), (val_ax, "validation loss")):
         ax.set_title(title)
         ax.set_xlabel("tokens seen")
         ax.set_ylabel("loss (nats/token)")
