@@ -60,3 +60,14 @@ def test_a_model_may_name_its_own_corpus_and_shares_the_tokenizer(tmp_path, corp
     shared_tok = (tmp_path / "run/tokenizer/tokenizer.json").read_text()
     assert (tmp_path / "run/baseline_other/tokenizer.json").read_text() == shared_tok
     assert results["baseline_other"]["val_loss"] != results["baseline"]["val_loss"]
+
+
+def test_experiment_builds_and_uses_an_offline_teacher_cache(tmp_path, corpus_dir):
+    experiment = tiny_experiment(corpus_dir, tmp_path / "run")
+    experiment["models"]["student"]["distill"] = {"teacher_cache": "teacher_cache", "cache_k": 8}
+    results = run_experiment(resolve_experiment(experiment), progress=False)
+    meta = json.loads((tmp_path / "run/teacher_cache/meta.json").read_text())
+    assert meta["k"] == 8
+    assert results["student"]["kind"] == "distill" and results["student"]["val_loss"] > 0
+    log = [json.loads(line) for line in (tmp_path / "run/student/metrics.jsonl").read_text().splitlines()]
+    assert all("kd" in r for r in log if r["event"] == "train")

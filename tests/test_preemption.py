@@ -68,3 +68,28 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path):
         checkpoints.save(root, 2, {"step": 2}, full, keep_last=1)
     assert [p.name for p in root.iterdir()] == ["step-00000001"]
     assert (root / "step-00000001/w").read_text() == "one"
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):  # noqa: F811
+    from babyllama import train
+    from babyllama.losses import LossParts
+
+    tok, token_data = data
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = train_loss(*args, **kwargs).loss
+        loss = loss * float("nan") if len(calls) > 3 else loss  # the 4th step's loss is NaN
+        return LossParts(loss=loss, ce=loss)
+
+    train_loss = train.chunked_lm_loss
+    monkeypatch.setattr(train, "chunked_lm_loss", poisoned)
+    stage = _stage(seed=4, max_steps=10, eval_every=0, checkpoint_every=1, keep_checkpoints=50, log_every=1)
+    stage.train.epochs = 100
+    with pytest.raises(UserError, match=r"loss became nan at step 4; the last good checkpoint is kept"):
+        train_stage("nan", stage, tok, token_data, tmp_path / "nan", progress=False)
+    kept = checkpoints.complete_checkpoints(tmp_path / "nan/checkpoints")
+    assert [p.name for p in kept] == ["step-00000001", "step-00000002", "step-00000003"]
+    weights = load_file(kept[-1] / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())

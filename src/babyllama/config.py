@@ -160,12 +160,20 @@ class DistillConfig:
     ``reduction`` is ``per_token`` (KL averaged over predicted tokens) or ``reference`` (the
     authors' code: KL summed over positions and divided by the batch size, about ``seq_length``
     times larger). ``teacher_precision`` is the dtype the frozen teachers run in.
+
+    ``teacher_cache``: a folder built by ``babyllama teach-cache`` (sampled ensemble targets,
+    ``cache_k`` draws per position, for chunks starting at the ``cache_offsets``); when set, the
+    student learns from it instead of running the teachers, and each epoch's chunks start at one
+    of those offsets (docs in :mod:`babyllama.teacher_cache`).
     """
 
     alpha: float = 0.5
     temperature: float = 1.0
     reduction: str = "per_token"
     teacher_precision: str = "same"
+    teacher_cache: str | None = None
+    cache_k: int = 32
+    cache_offsets: list[int] = field(default_factory=lambda: [0])
 
     def validate(self, where: str) -> None:
         _check(0.0 <= self.alpha <= 1.0, where, "alpha", self.alpha, "in [0, 1]")
@@ -173,6 +181,10 @@ class DistillConfig:
         _check(self.reduction in REDUCTIONS, where, "reduction", self.reduction, f"one of {', '.join(REDUCTIONS)}")
         _check(self.teacher_precision in ("same", "float32", "bfloat16", "float16"), where, "teacher_precision",
                self.teacher_precision, "one of same, float32, bfloat16, float16")
+        _check(1 <= self.cache_k <= 4096, where, "cache_k", self.cache_k, "in [1, 4096]")
+        _check(len(self.cache_offsets) >= 1 and len(set(self.cache_offsets)) == len(self.cache_offsets)
+               and all(o >= 0 for o in self.cache_offsets), where, "cache_offsets", self.cache_offsets,
+               "a non-empty list of distinct offsets >= 0 (each below train.seq_length)")
 
 
 @dataclass

@@ -16,11 +16,20 @@ mean logits. Two KL reductions:
 
 The KL is computed in sequence chunks (sum per chunk, divide once) so that only one chunk's
 worth of full-vocabulary float32 temporaries is alive at a time.
+
+Training uses :func:`chunked_lm_loss`, which computes the same quantities without ever holding a
+full ``(B, S, V)`` tensor: it takes the student's final hidden states and its output projection,
+forms the logits a chunk of positions at a time, and computes the gradient of that chunk's loss
+terms on the spot (so the backward pass needs neither stored nor recomputed logits). The teacher
+side arrives chunk by chunk as well (:class:`DenseTargets`, e.g. an ensemble's logits from its
+hidden states) or as sampled token ids from a teacher cache (:class:`SparseTargets`).
+:func:`distillation_loss` on full logits stays as the plain reference it is tested against.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +37,12 @@ import torch.nn.functional as F
 from .data.token_arrays import IGNORE_INDEX
 
 KL_CHUNK_TOKENS = 1024
+
+#: Elements of one ``(rows, vocab)`` float32 temporary in :func:`chunked_lm_loss`: 16 MiB, under
+#: glibc's largest mmap threshold (32 MiB), so freed chunks are reused from the heap instead of
+#: being returned to the kernel and zeroed again on the next allocation (DESIGN.md: page zeroing
+#: dominated the reference's distillation time).
+CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -82,3 +97,163 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         raise ValueError(f"unknown KL reduction {reduction!r}")
     kd = kd * temperature ** 2
     return LossParts(loss=alpha * ce + (1.0 - alpha) * kd, ce=ce, kd=kd)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunked loss from hidden states (the training path)
+
+
+@dataclass
+class DenseTargets:
+    """Full teacher distributions, produced a chunk of positions at a time.
+
+    ``logits(start, stop)`` returns the ensemble's logits for flattened positions
+    ``[start, stop)`` as a fresh float32 tensor ``(stop - start, V)`` (the loss overwrites it).
+    """
+
+    logits: Callable[[int, int], torch.Tensor]
+
+
+@dataclass
+class SparseTargets:
+    """Teacher distributions as ``k`` ids drawn per position (with replacement) from the ensemble
+    distribution at the loss's temperature (Sparse Logit Sampling, arXiv 2503.16870).
+
+    ``ids``: ``(N, k)`` int64; ``logp``: ``(N, k)`` float32, the teacher's log-probability of each
+    drawn id. Each draw weighs ``1/k``, so ``mean_j f(ids[:, j])`` is an unbiased estimate of
+    ``E_p[f]``: the KL value and its gradient with respect to the student are both unbiased.
+    """
+
+    ids: torch.Tensor
+    logp: torch.Tensor
+
+
+def chunk_rows(vocab_size: int) -> int:
+    """Positions per chunk so that one ``(rows, vocab)`` float32 temporary holds ``CHUNK_ELEMENTS``."""
+    return max(1, CHUNK_ELEMENTS // vocab_size)
+
+
+def _acc_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b``: in place in full precision, or through autocast's dtype when it is on."""
+    if torch.is_autocast_enabled(a.device.type):
+        acc.add_(a @ b)
+    else:
+        acc.addmm_(a, b)
+
+
+def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product ``(n,)`` of two ``(n, V)`` tensors without an ``(n, V)`` temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+class _ChunkedLMLoss(torch.autograd.Function):
+    """Forward returns ``(loss, ce, kd)`` and computes the gradients of ``loss`` chunk by chunk;
+    backward only scales them by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, features, weight, labels, targets, alpha, temperature, kd_norm, rows):
+        n_pos, dev = features.shape[0], features.device
+        keep = labels != IGNORE_INDEX
+        safe_labels = labels.clamp(min=0)
+        n_kept = keep.sum().clamp(min=1).float()
+        ce_row_scale = keep.float() * (alpha / n_kept)
+        kd_row_scale = keep.float() * ((1.0 - alpha) * temperature / kd_norm)  # d(T^2 KL)/dz = T (q_T - p)
+        grad_features = torch.empty(features.shape, dtype=torch.float32, device=dev)
+        grad_weight = None if weight is None else torch.zeros(weight.shape, dtype=torch.float32, device=dev)
+        ce_sum = torch.zeros((), dtype=torch.float32, device=dev)
+        kl_sum_ = torch.zeros((), dtype=torch.float32, device=dev)
+        for a in range(0, n_pos, rows):
+            b = min(a + rows, n_pos)
+            x = features[a:b]
+            z = (x @ weight.t() if weight is not None else x).float()
+            if z.data_ptr() == x.data_ptr():
+                z = z.clone()  # logits passed in directly: z becomes the gradient buffer below
+            lab, ce_w, kd_w = safe_labels[a:b, None], ce_row_scale[a:b], kd_row_scale[a:b]
+            lse = torch.logsumexp(z, -1)
+            ce_sum += (keep[a:b] * (lse - z.gather(1, lab).squeeze(1))).sum()
+            g = z  # (n, V), overwritten in place: logits -> softmax -> gradient of the loss
+            if targets is not None:
+                if temperature == 1.0:
+                    zt, lse_t = z, lse
+                else:
+                    zt = z / temperature
+                    lse_t = torch.logsumexp(zt, -1)
+                if isinstance(targets, DenseTargets):
+                    log_p = targets.logits(a, b)
+                    if temperature != 1.0:
+                        log_p.div_(temperature)
+                    log_p.sub_(torch.logsumexp(log_p, -1, keepdim=True))
+                    p = log_p.exp()
+                    # KL(p || q_T) per row = sum p (log p - z_T) + lse_T, as sum p = 1
+                    kl_rows = _bdot(p, log_p) - _bdot(p, zt) + lse_t
+                    del log_p
+                else:
+                    ids, logp = targets.ids[a:b], targets.logp[a:b]
+                    kl_rows = (logp - zt.gather(1, ids)).mean(-1) + lse_t
+                kl_sum_ += (keep[a:b] * kl_rows).sum()
+                if temperature == 1.0:
+                    g.sub_(lse[:, None]).exp_().mul_((ce_w + kd_w)[:, None])
+                else:
+                    q_t = zt.sub_(lse_t[:, None]).exp_()
+                    g.sub_(lse[:, None]).exp_().mul_(ce_w[:, None]).addcmul_(q_t, kd_w[:, None])
+                    del q_t
+                if isinstance(targets, DenseTargets):
+                    g.addcmul_(p, kd_w[:, None], value=-1.0)
+                    del p
+                else:
+                    g.scatter_add_(1, ids, (kd_w / -ids.shape[1])[:, None].expand_as(ids).contiguous())
+            else:
+                g.sub_(lse[:, None]).exp_().mul_(ce_w[:, None])
+            g.scatter_add_(1, lab, -ce_w[:, None])
+            if weight is None:
+                grad_features[a:b] = g
+            else:
+                grad_features[a:b] = g @ weight
+                _acc_mm(grad_weight, g.t(), x)
+            del g, z
+        ce = ce_sum / n_kept
+        kd = kl_sum_ * (temperature ** 2 / kd_norm)
+        loss = alpha * ce + (1.0 - alpha) * kd if targets is not None else ce.clone()
+        ctx.save_for_backward(grad_features.to(features.dtype),
+                              None if weight is None else grad_weight.to(weight.dtype))
+        ctx.mark_non_differentiable(ce, kd)
+        return loss, ce, kd
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_ce, _grad_kd):
+        grad_features, grad_weight = ctx.saved_tensors
+        return (grad_features * grad_loss, None if grad_weight is None else grad_weight * grad_loss,
+                None, None, None, None, None, None)
+
+
+def chunked_lm_loss(features: torch.Tensor, weight: torch.Tensor | None, labels: torch.Tensor,
+                    targets: DenseTargets | SparseTargets | None = None, alpha: float = 0.5,
+                    temperature: float = 1.0, reduction: str = "per_token", batch_size: int | None = None,
+                    rows: int | None = None) -> LossParts:
+    """Cross-entropy, or the distillation loss, computed a chunk of positions at a time.
+
+    ``features``: ``(N, H)`` final hidden states of the student at ``N`` flattened positions,
+    with ``weight`` ``(V, H)`` its output projection (logits = ``features @ weight.T``); or, with
+    ``weight=None``, ``features`` are the logits ``(N, V)`` themselves (for sharded models whose
+    projection cannot be called outside their forward). ``labels``: ``(N,)``. ``targets``:
+    ``None`` for plain cross-entropy, else the teachers' distributions at the same positions.
+
+    Values match :func:`cross_entropy` / :func:`distillation_loss` on full logits
+    (``reduction="reference"`` divides the KL sum by ``batch_size``, the number of sequences).
+    Gradients with respect to ``features`` and ``weight`` are computed during the forward pass,
+    one ``(rows, V)`` chunk at a time (``rows`` defaults to :func:`chunk_rows`), so peak memory
+    holds a few chunk-sized temporaries plus ``(N, H)`` and ``(V, H)`` gradient buffers.
+    """
+    if reduction == "per_token":
+        kd_norm = (labels != IGNORE_INDEX).sum().clamp(min=1).float()
+    elif reduction == "reference":
+        if batch_size is None:
+            raise ValueError("reduction 'reference' needs batch_size")
+        kd_norm = float(batch_size)
+    else:
+        raise ValueError(f"unknown KL reduction {reduction!r}")
+    vocab = weight.shape[0] if weight is not None else features.shape[-1]
+    alpha = 1.0 if targets is None else alpha
+    loss, ce, kd = _ChunkedLMLoss.apply(features, weight, labels, targets, float(alpha), float(temperature),
+                                        kd_norm, rows or chunk_rows(vocab))
+    return LossParts(loss=loss, ce=ce, kd=kd if targets is not None else None)

@@ -148,6 +148,8 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
             if overwrite and out.exists() and not (out / "checkpoints").exists():
                 shutil.rmtree(out)
             _log(f"{name}: {stage.kind} -> {out}")
+            if stage.kind == "distill" and stage.distill.teacher_cache is not None:
+                _ensure_teacher_cache(stage, inputs, run_dir, progress)
             train_stage(name, stage, inputs.tokenizer, inputs.data, out, inputs.teacher_dirs, progress=progress)
             mark_done(out, stage.kind, inputs.chash)
         results[name] = json.loads((out / "metrics.json").read_text())
@@ -156,6 +158,27 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
 
         results = evaluate_models(config, list(results), overwrite=overwrite, progress=progress)
     return results
+
+
+def _ensure_teacher_cache(stage: StageConfig, inputs: ModelInputs, run_dir: Path, progress: bool) -> None:
+    """Build the stage's offline teacher cache if it does not exist yet (a relative path is taken
+    inside the run folder); ``stage.distill.teacher_cache`` is set to the resolved path."""
+    import torch
+
+    from .teacher_cache import build_teacher_cache
+    from .teachers import DTYPES
+
+    d = stage.distill
+    path = Path(d.teacher_cache)
+    path = path if path.is_absolute() else run_dir / path
+    d.teacher_cache = str(path)
+    if (path / "meta.json").is_file():
+        return
+    _log(f"teacher cache: k={d.cache_k}, offsets {d.cache_offsets} -> {path}")
+    build_teacher_cache(inputs.teacher_dirs, inputs.data.train.tokens, stage.train.seq_length, path, k=d.cache_k,
+                        tokenizer=inputs.tokenizer, temperature=d.temperature, offsets=tuple(d.cache_offsets),
+                        dtype=DTYPES.get(d.teacher_precision, torch.float32), seed=stage.train.seed,
+                        device="cuda" if torch.cuda.is_available() else "cpu", progress=progress)
 
 
 def _model_inputs(config: ExperimentConfig, name: str, stage: StageConfig, run_dir: Path, prepared: Path,

@@ -3,7 +3,12 @@
 Teachers are loaded from model directories, checked against the student's tokenizer (same
 token-to-id mapping and vocabulary size, else refused before training starts), put in
 ``eval()`` mode with gradients off, and run in their compute dtype. The ensemble's logits are
-the mean of the teachers' logits, accumulated in place into one buffer.
+the mean of the teachers' logits.
+
+Training never forms the ensemble's full ``(B, S, V)`` logits: :func:`ensemble_targets` runs
+each teacher's decoder once under ``inference_mode`` (hidden states ``(B*S, H)``, small) and
+projects them onto the vocabulary a chunk of positions at a time, inside the loss.
+:func:`ensemble_logits` is the plain full-tensor version.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .losses import DenseTargets
 from .model import load_model_dir
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -57,3 +63,29 @@ def ensemble_logits(teachers: list[torch.nn.Module], input_ids: torch.Tensor) ->
             total.add_(logits)
         del logits
     return total.div_(len(teachers))
+
+
+def ensemble_targets(teachers: list[torch.nn.Module], input_ids: torch.Tensor) -> DenseTargets:
+    """The ensemble's mean logits for ``input_ids`` ``(B, S)``, served a chunk of positions at a time.
+
+    Each teacher (a ``LlamaForCausalLM``) runs its decoder once under ``inference_mode``; its
+    final hidden states ``(B*S, H)`` and output projection ``(V, H)`` are kept, and
+    ``DenseTargets.logits(start, stop)`` returns ``mean_i h_i[start:stop] @ W_i.T`` as a fresh
+    float32 ``(stop - start, V)`` tensor. The hidden states are freed with the returned object.
+    """
+    with torch.inference_mode():
+        states = [(t.model(input_ids=input_ids).last_hidden_state.flatten(0, 1), t.get_output_embeddings().weight)
+                  for t in teachers]
+    scale = 1.0 / len(states)
+
+    def logits(start: int, stop: int) -> torch.Tensor:
+        hidden, weight = states[0]
+        total = (hidden[start:stop] @ weight.t()).float()
+        for hidden, weight in states[1:]:
+            if hidden.dtype == total.dtype and not torch.is_autocast_enabled(total.device.type):
+                total.addmm_(hidden[start:stop], weight.t())
+            else:
+                total.add_(hidden[start:stop] @ weight.t())
+        return total.mul_(scale)
+
+    return DenseTargets(logits)

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from .config import StageConfig, config_hash, dump_yaml
@@ -35,11 +35,12 @@ from .errors import UserError
 from .evaluation.perplexity import evaluate_loss
 from . import checkpoints
 from .io import append_jsonl, atomic_path, atomic_write_json, atomic_write_text, ensure_writable, read_jsonl
-from .losses import LossParts, cross_entropy, distillation_loss
+from .losses import LossParts, chunked_lm_loss
 from .model import build_model, llama_config
 from .preemption import Preempted, stop_on_signals
 from .progress import Progress
-from .teachers import DTYPES, ensemble_logits, load_teachers
+from .teacher_cache import cache_epoch_starts, load_teacher_cache
+from .teachers import DTYPES, ensemble_targets, load_teachers
 
 SCHEDULER_NAMES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
@@ -81,31 +82,80 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_size: int,
-               accelerator: Accelerator) -> Callable[..., LossParts]:
-    """The stage's loss as ``loss(student_logits, input_ids, labels, starts)``.
+@dataclass
+class StageLoss:
+    """A stage's loss and the chunk offsets its targets allow.
 
-    ``starts`` ``(micro_batch,)`` are the chunks' token offsets in the training array, for loss
-    sources keyed by position.
-
-    Pretraining: cross-entropy. Distillation: the frozen teachers (in the compute dtype unless
-    ``distill.teacher_precision`` says otherwise) run on the same inputs and their mean logits
-    enter :func:`~babyllama.losses.distillation_loss`.
+    ``fn(model, input_ids, labels, starts)`` runs the student ``model`` on ``input_ids``
+    ``(b, S)`` and returns its :class:`~babyllama.losses.LossParts` for ``labels`` ``(b, S)``;
+    ``starts`` ``(b,)`` are the chunks' token offsets in the training array (a teacher cache is
+    keyed by them). ``offsets``: ``None`` lets each epoch start its chunks at a fresh random offset;
+    a teacher cache restricts them to the offsets it holds.
     """
+
+    fn: Callable[..., LossParts]
+    offsets: tuple[int, ...] | None = None
+
+    def epoch_starts(self, n_tokens: int, seq_length: int, seed: int, epoch: int) -> np.ndarray:
+        """Chunk starts ``(chunks_per_epoch,)`` of epoch ``epoch``, in visiting order."""
+        if self.offsets is None:
+            return epoch_chunk_starts(n_tokens, seq_length, seed, epoch)
+        return cache_epoch_starts(n_tokens, seq_length, seed, epoch, self.offsets)
+
+
+def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_size: int,
+               accelerator: Accelerator, train_tokens: np.ndarray | None = None) -> StageLoss:
+    """The stage's loss (see :class:`StageLoss`).
+
+    The student's full ``(b, S, V)`` logits are never formed: its decoder's final hidden states go
+    to :func:`~babyllama.losses.chunked_lm_loss` with its output projection (under FSDP or
+    DeepSpeed, whose sharded projection cannot be called outside the model's forward, the logits
+    are formed and passed instead). Pretraining: cross-entropy. Distillation: from the frozen
+    teachers run on the same inputs (in the compute dtype unless ``distill.teacher_precision``
+    says otherwise), or, with ``distill.teacher_cache``, from the sampled targets of that cache
+    (checked against ``teacher_dirs`` and ``train_tokens``, the training array).
+    """
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    no_logits = torch.zeros(0, dtype=torch.long, device=accelerator.device)
+
+    def student(model, input_ids):
+        """``(features (b*S, H), projection (V, H))``, or ``(logits (b*S, V), None)`` when sharded."""
+        if sharded:
+            return model(input_ids=input_ids).logits.flatten(0, 1), None
+        out = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=no_logits)
+        weight = accelerator.unwrap_model(model, keep_torch_compile=False).get_output_embeddings().weight
+        return out.hidden_states[-1].flatten(0, 1), weight
+
     if stage.kind != "distill":
-        return lambda logits, input_ids, labels, starts: cross_entropy(logits, None, labels)
+        def ce_loss(model, input_ids, labels, starts):
+            return chunked_lm_loss(*student(model, input_ids), labels.flatten())
+
+        return StageLoss(ce_loss)
     d = stage.distill
+
+    def distill(features, weight, labels, targets):
+        return chunked_lm_loss(features, weight, labels.flatten(), targets, d.alpha, d.temperature, d.reduction,
+                               batch_size=labels.shape[0])
+
+    if d.teacher_cache is not None:
+        cache = load_teacher_cache(d.teacher_cache, teacher_dirs, train_tokens, stage.train.seq_length,
+                                   d.temperature, d.cache_k, tuple(d.cache_offsets), vocab_size)
+
+        def cached_loss(model, input_ids, labels, starts):
+            return distill(*student(model, input_ids), labels, cache.targets(starts, accelerator.device))
+
+        return StageLoss(cached_loss, cache.offsets)
     if d.teacher_precision != "same":
         dtype = DTYPES[d.teacher_precision]
     else:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device)
 
-    def loss(logits, input_ids, labels, starts):
-        return distillation_loss(logits, ensemble_logits(teachers, input_ids), labels, d.alpha, d.temperature,
-                                 d.reduction)
+    def online_loss(model, input_ids, labels, starts):
+        features, weight = student(model, input_ids)
+        return distill(features, weight, labels, ensemble_targets(teachers, input_ids))
 
-    return loss
+    return StageLoss(online_loss)
 
 
 def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_dir: str | Path,
@@ -141,7 +191,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     forward = torch.compile(model) if t.compile else model
 
-    loss_fn = build_loss(stage, teacher_dirs, tokenizer, config.vocab_size, accelerator)
+    loss_fn = build_loss(stage, teacher_dirs, tokenizer, config.vocab_size, accelerator, data.train.tokens)
 
     # ---- files and resume state
     ckpt_root = out_dir / "checkpoints"
@@ -170,7 +220,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
 
     micro = t.batch_size // (t.grad_accum * world)
     tokens_per_step = t.batch_size * t.seq_length
-    bar = Progress(total_steps, f"{name} ({stage.kind}, {n_params / 1e6:.2f}M params)", enabled=progress and main)
+    bar = Progress(total_steps, f"{name} ({stage.kind}, {n_params / 1e6:.2f}M params)", enabled=progress and main,
+                   log_every_s=30.0)
     if state["step"]:
         bar.message(f"{name}: resuming at step {state['step']} of {total_steps} from {resume_from}")
     log_sums = torch.zeros(4, device=accelerator.device)  # loss, ce, kd, grad_norm
@@ -185,6 +236,9 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
 
     def checkpoint() -> Path | None:
         accelerator.wait_for_everyone()
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise UserError(f"models.{name}: weights became NaN or infinite by step {state['step']}; the last good "
+                            f"checkpoint is kept in {ckpt_root}")
         saved = None
         if main:
             saved = checkpoints.save(ckpt_root, state["step"], state, lambda d: accelerator.save_state(str(d)),
@@ -206,7 +260,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             step = state["step"]
             epoch, index = divmod(step, steps_per_epoch)
             if epoch_starts is None or epoch_starts[0] != epoch:
-                epoch_starts = (epoch, epoch_chunk_starts(len(data.train), t.seq_length, t.seed, epoch))
+                epoch_starts = (epoch, loss_fn.epoch_starts(len(data.train), t.seq_length, t.seed, epoch))
             batch = epoch_starts[1][index * t.batch_size:(index + 1) * t.batch_size]
             mine = batch[accelerator.process_index * micro * t.grad_accum:(accelerator.process_index + 1) * micro * t.grad_accum]
             for m in range(t.grad_accum):
@@ -215,9 +269,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                 inputs, labels = inputs.to(accelerator.device), labels.to(accelerator.device)
                 sync = m == t.grad_accum - 1
                 with (nullcontext() if sync else accelerator.no_sync(model)), autocast():
-                    logits = forward(input_ids=inputs).logits
-                    parts = loss_fn(logits, inputs, labels, starts)
-                del logits
+                    parts = loss_fn.fn(forward, inputs, labels, starts)
                 accelerator.backward(parts.loss / t.grad_accum)
                 log_sums[0] += parts.loss.detach() / t.grad_accum
                 log_sums[1] += parts.ce.detach() / t.grad_accum
