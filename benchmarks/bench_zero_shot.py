@@ -164,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_harness:
         for bs in [int(b) for b in args.harness_batch_sizes.split(",")]:
             harness[bs], accs = run_harness(model_dir, files, args.work_dir, bs)
-            same = all(abs(accs[name] - our_accs[name]) < 1e-12 for name in accs)
+            differ = {name: [our_accs[name], accs[name]] for name in accs if abs(accs[name] - our_accs[name]) >= 1e-12}
             print(json.dumps({"bench": "zero_shot_blimp", "impl": "lm_eval", "batch_size": bs, "dtype": "float32",
                               "wall_s": round(harness[bs], 2), "pairs_per_s": round(pairs / harness[bs], 1),
-                              "same_accuracies_as_babyllama": same, **common}), flush=True)
+                              "same_accuracies_as_babyllama": not differ,
+                              "differing_paradigms_ours_vs_harness": differ, **common}), flush=True)
     ratios = {f"lm_eval_bs{h}/babyllama_bs{o}": round(harness[h] / ours[o], 2) for h in harness for o in ours}
     print(json.dumps({"bench": "zero_shot_blimp", "speedup": ratios, **common}), flush=True)
     return 0

@@ -71,3 +71,19 @@ def test_experiment_builds_and_uses_an_offline_teacher_cache(tmp_path, corpus_di
     assert results["student"]["kind"] == "distill" and results["student"]["val_loss"] > 0
     log = [json.loads(line) for line in (tmp_path / "run/student/metrics.jsonl").read_text().splitlines()]
     assert all("kd" in r for r in log if r["event"] == "train")
+
+
+def test_experiment_folds_glue_scores_into_metrics(tmp_path, corpus_dir):
+    from conftest import shared_data
+
+    glue_dir = shared_data() / "babylm_eval_2024" / "glue_filtered"
+    if not glue_dir.is_dir():
+        pytest.skip(f"{glue_dir} not available")
+    experiment = tiny_experiment(corpus_dir, tmp_path / "run")
+    experiment["models"] = {"baseline": {"train": {"seed": 3}}}
+    experiment["evaluation"] = {"zero_shot": None,
+                                "glue": {"data": str(glue_dir), "tasks": ["rte"], "max_train_examples": 16}}
+    results = run_experiment(resolve_experiment(experiment), progress=False)
+    glue = json.loads((tmp_path / "run/baseline/glue/glue_results.json").read_text())
+    assert results["baseline"]["glue"]["rte"] == glue["tasks"]["rte"]["value"]
+    assert 0.0 <= glue["tasks"]["rte"]["value"] <= 1.0 and "boolq" in results["baseline"]["glue"]["missing"]
