@@ -104,6 +104,9 @@ def test_checkpoint_from_another_config_is_refused(tmp_path, data):
                     on_eval=lambda s, l: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(UserError, match="checkpoint was written by a different config"):
         train_stage("x", _stage(seed=1, lr=1e-3), tok, token_data, tmp_path / "x", progress=False)
+    metrics = train_stage("x", _stage(seed=1, lr=1e-3), tok, token_data, tmp_path / "x", progress=False,
+                          overwrite=True)  # --overwrite discards the stale checkpoint and starts again
+    assert metrics["steps"] == 6 and json.loads((tmp_path / "x/metrics.jsonl").read_text().splitlines()[0])["step"] == 1
 
 
 def test_stopped_callback_ends_early_and_keeps_best(tmp_path, data):

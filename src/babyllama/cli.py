@@ -136,7 +136,7 @@ def _cmd_train(args, kind: str) -> int:
     ensure_writable(out)
     token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
     metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
-                          progress=not args.quiet)
+                          progress=not args.quiet, overwrite=args.overwrite)
     mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
     test = "none" if metrics["test_loss"] is None else f"{metrics['test_loss']:.4f}"
     print(f"{out}: val_loss {metrics['val_loss']:.4f}, test_loss {test}")

@@ -145,12 +145,11 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
         if stage_done(out, inputs.chash, overwrite):
             _log(f"{name}: finished earlier, skipped ({out})")
         else:
-            if overwrite and out.exists() and not (out / "checkpoints").exists():
-                shutil.rmtree(out)
             _log(f"{name}: {stage.kind} -> {out}")
             if stage.kind == "distill" and stage.distill.teacher_cache is not None:
                 _ensure_teacher_cache(stage, inputs, run_dir, progress)
-            train_stage(name, stage, inputs.tokenizer, inputs.data, out, inputs.teacher_dirs, progress=progress)
+            train_stage(name, stage, inputs.tokenizer, inputs.data, out, inputs.teacher_dirs, progress=progress,
+                        overwrite=overwrite)
             mark_done(out, stage.kind, inputs.chash)
         results[name] = json.loads((out / "metrics.json").read_text())
     if evaluate:

@@ -160,8 +160,11 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
 
 def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_dir: str | Path,
                 teacher_dirs: list[Path] = (), on_eval: Callable[[int, float], None] | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, overwrite: bool = False) -> dict:
     """Train one model as ``stage`` says; return its final metrics (also in ``metrics.json``).
+
+    A checkpoint in ``out_dir`` of the same config is resumed; one of another config is refused,
+    or discarded when ``overwrite`` is set.
 
     ``on_eval(step, val_loss)`` is called after each validation; raising :class:`Stopped` ends
     the run early, keeping the best model so far.
@@ -201,11 +204,16 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     state = {"step": 0, "tokens": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
              "config_hash": chash}
     resume_from = checkpoints.latest(ckpt_root)
-    if resume_from is not None:
-        saved = checkpoints.read_state(resume_from)
-        if saved.get("config_hash") != chash:
+    if resume_from is not None and checkpoints.read_state(resume_from).get("config_hash") != chash:
+        if not overwrite:
             raise UserError(f"{resume_from}: checkpoint was written by a different config; "
                             f"rerun with --overwrite to start again")
+        if main:
+            shutil.rmtree(ckpt_root)
+        accelerator.wait_for_everyone()
+        resume_from = None
+    if resume_from is not None:
+        saved = checkpoints.read_state(resume_from)
         accelerator.load_state(str(resume_from))
         state.update(saved)
         if main and log_path.is_file():
