@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 
 from .config import ExperimentConfig, config_hash, to_dict
-from .io import atomic_write_json
+from .io import atomic_path, atomic_write_json
 
 
 def _builtin_pairs(run_dir: Path, pairs_per_phenomenon: int) -> Path:
     """Generate the built-in corpus's minimal pairs once per run folder."""
     from .data.minimal_pairs import generate_minimal_pairs
-    from .io import atomic_path
 
     folder = run_dir / "builtin_pairs"
     if not folder.is_dir():
