@@ -22,484 +22,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
-import string
-import sys
-import time
-import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from babyllama.errors import UserError
-from babyllama.evaluation.glue_metrics import classification_scores
-from babyllama.io import atomic_write_json, iter_jsonl_objects
+from babyllama.evaluation.glue_data import Examples, load_examples, needed_files, task_file
+from babyllama.evaluation.glue_finetune import finetune as _finetune  # tests replace it here
+from babyllama.evaluation.glue_finetune import load_tokenizer, quiet_transformers, say
+from babyllama.evaluation.glue_tasks import DEFAULT_OPTIONS, OPTION_HELP, TASK_NAMES, TASKS, resolve_options
+from babyllama.io import atomic_write_json
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "TASKS",
+    "TASK_NAMES",
+    "add_parser",
+    "evaluate_glue",
+    "glue_summary",
+    "load_examples",
+    "overrides_from_args",
+    "resolve_options",
+    "summarize",
+    "task_file",
+]
 
 RESULTS_FILE = "glue_results.json"
 SCRATCH_DIR = "scratch"
-EARLY_STOPPING_THRESHOLD = 0.001
-"""Smallest gain of the selection metric that resets the patience counter (as in the pipeline)."""
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    """One (Super)GLUE task: how a jsonl record becomes the model's input, and how it is scored.
-
-    ``first`` is a ``str.format`` template over the record's keys giving the first text;
-    ``second`` names the key of the second text (None for single-sentence tasks); the two are
-    given to the tokenizer as a pair, as the pipeline does. ``train_task`` is the task whose
-    training file (and finetuned model) this task uses: itself, except ``mnli`` for ``mnli-mm``.
-    """
-
-    name: str
-    first: str
-    second: str | None
-    num_labels: int
-    metric: str
-    train_task: str
-
-    @property
-    def keys(self) -> list[str]:
-        """The record keys this task reads, the label included."""
-        fields = [field for _, field, _, _ in string.Formatter().parse(self.first) if field]
-        return fields + ([self.second] if self.second else []) + ["label"]
-
-    def texts(self, record: dict) -> tuple[str, str | None]:
-        """The (first, second) input texts of one record (second is None for one-text tasks)."""
-        return self.first.format(**record), (record[self.second] if self.second else None)
-
-
-TASKS: dict[str, GlueTask] = {
-    task.name: task
-    for task in (
-        GlueTask("boolq", "{question}", "passage", 2, "accuracy", "boolq"),
-        GlueTask("cola", "{sentence}", None, 2, "mcc", "cola"),
-        GlueTask("mnli", "{premise}", "hypothesis", 3, "accuracy", "mnli"),
-        GlueTask("mnli-mm", "{premise}", "hypothesis", 3, "accuracy", "mnli"),
-        GlueTask("mrpc", "{sentence1}", "sentence2", 2, "f1", "mrpc"),
-        GlueTask("multirc", "Question: {question} Answer: {answer}", "paragraph", 2, "accuracy", "multirc"),
-        GlueTask("qnli", "{question}", "sentence", 2, "accuracy", "qnli"),
-        GlueTask("qqp", "{question1}", "question2", 2, "f1", "qqp"),
-        GlueTask("rte", "{sentence1}", "sentence2", 2, "accuracy", "rte"),
-        GlueTask("sst2", "{sentence}", None, 2, "accuracy", "sst2"),
-        GlueTask("wsc", 'Does "{span2_text}" refer to "{span1_text}" in this passage?', "text", 2, "accuracy", "wsc"),
-    )
-}
-"""The eleven tasks of the BabyLM 2024 (Super)GLUE evaluation, in the challenge's order."""
-
-TASK_NAMES: tuple[str, ...] = tuple(TASKS)
-
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "lr": 5e-5,
-    "batch_size": 64,
-    "epochs": 10,
-    "patience": 3,
-    "seed": 12,
-    "max_length": 128,
-    "select_by": "pipeline",
-    "lora": False,
-    "lora_r": 8,
-    "lora_alpha": 16.0,
-    "lora_dropout": 0.1,
-}
-"""The 2024 pipeline's finetuning defaults, the same for every task."""
-
-LORA_DEFAULTS: dict[str, Any] = {"lr": 3e-4, "epochs": 32}
-"""Defaults that change when ``lora`` is on (the pipeline's LoRA script); explicit values win."""
-
-_OPTION_HELP: dict[str, str] = {
-    "lr": "peak learning rate (AdamW, linear decay, no warmup)",
-    "batch_size": "training and evaluation batch size",
-    "epochs": "maximum number of epochs",
-    "patience": "epochs without a gain above 0.001 before stopping (0: never stop early)",
-    "seed": "random seed of the head initialisation and data order",
-    "max_length": "maximum tokens per example (pairs truncated longest first)",
-    "select_by": "checkpoint selection: 'pipeline' (F1 for two-way tasks, else accuracy) "
-    "or 'task' (the reported metric)",
-    "lora": "train LoRA adapters (peft) and the head instead of the whole model",
-    "lora_r": "LoRA rank",
-    "lora_alpha": "LoRA scaling alpha",
-    "lora_dropout": "dropout on the LoRA path",
-}
-
-
-def _check_option(name: str, value: Any, where: str) -> Any:
-    """Return ``value`` if it is a valid value of option ``name``, else raise UserError."""
-    bad = f"{where}: option '{name}' = {value!r} is invalid; expected "
-    if name == "lora":
-        if not isinstance(value, bool):
-            raise UserError(bad + "true or false")
-    elif name == "select_by":
-        if value not in ("pipeline", "task"):
-            raise UserError(bad + "'pipeline' or 'task'")
-    elif name in ("lr", "lora_alpha", "lora_dropout"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(bad + "a number")
-        if name == "lora_dropout" and not 0 <= value < 1:
-            raise UserError(bad + "a number in [0, 1)")
-        if name != "lora_dropout" and value <= 0:
-            raise UserError(bad + "a positive number")
-        value = float(value)
-    else:
-        lowest = 0 if name in ("patience", "seed") else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            raise UserError(bad + ("a non-negative integer" if lowest == 0 else "a positive integer"))
-    return value
-
-
-def _check_overrides(overrides: dict | None) -> dict:
-    """Validate the shape of ``overrides``: option names, or task names mapping to option dicts."""
-    overrides = dict(overrides or {})
-    for key, value in overrides.items():
-        if key in TASKS:
-            if not isinstance(value, dict):
-                raise UserError(f"GLUE overrides: '{key}' must map option names to values, got {value!r}")
-            if key == "mnli-mm" and value:
-                raise UserError("GLUE overrides: mnli-mm is scored with the MNLI model; set its options on 'mnli'")
-            for name in value:
-                if name not in DEFAULT_OPTIONS:
-                    raise UserError(
-                        f"GLUE overrides: unknown option '{key}.{name}'; expected one of {', '.join(DEFAULT_OPTIONS)}"
-                    )
-        elif key not in DEFAULT_OPTIONS:
-            raise UserError(
-                f"GLUE overrides: unknown option or task '{key}'; expected one of "
-                f"{', '.join(DEFAULT_OPTIONS)} or a task ({', '.join(TASK_NAMES)})"
-            )
-    return overrides
-
-
-def resolve_options(task: str, overrides: dict | None = None) -> dict[str, Any]:
-    """The finetuning options of ``task``: defaults, then global overrides, then per-task ones.
-
-    ``overrides`` maps option names to values (all tasks) and task names to such dicts
-    (``{"lr": 1e-4, "rte": {"epochs": 20}}``). When ``lora`` ends up true, the LoRA defaults
-    (lr 3e-4, 32 epochs) replace the full-finetuning ones unless set explicitly. ``mnli-mm``
-    takes the options of ``mnli``, whose model it is scored with.
-    """
-    if task not in TASKS:
-        raise UserError(f"unknown GLUE task '{task}'; expected one of {', '.join(TASK_NAMES)}")
-    overrides = _check_overrides(overrides)
-    train_task = TASKS[task].train_task
-    explicit = {k: v for k, v in overrides.items() if k not in TASKS}
-    explicit.update(overrides.get(train_task, {}))
-    where = f"GLUE options of {train_task}"
-    explicit = {name: _check_option(name, value, where) for name, value in explicit.items()}
-    options = dict(DEFAULT_OPTIONS)
-    if explicit.get("lora", False):
-        options.update(LORA_DEFAULTS)
-    options.update(explicit)
-    return options
-
-
-# ----------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class Examples:
-    """The texts and labels of one task file; ``labels`` is int64 of shape ``(n,)``."""
-
-    path: Path
-    first: list[str]
-    second: list[str] | None
-    labels: np.ndarray
-
-
-def task_file(data_dir: str | os.PathLike, name: str, split: str) -> Path | None:
-    """The file ``{name}.{split}.jsonl`` (or ``.jsonl.gz``) in ``data_dir``, None if absent."""
-    for suffix in (".jsonl", ".jsonl.gz"):
-        path = Path(data_dir) / f"{name}.{split}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
-def _needed_files(data_dir: Path, task: GlueTask) -> tuple[dict[str, Path], str | None]:
-    """The files a task needs, by role, and a reason it cannot run (None when all exist).
-
-    Roles: ``train`` (the training task's training file), ``select`` (the training task's
-    validation file, used to pick the checkpoint) and ``valid`` (the file the task is scored on).
-    """
-    wanted = {
-        "train": (task.train_task, "train"),
-        "select": (task.train_task, "valid"),
-        "valid": (task.name, "valid"),
-    }
-    files = {}
-    for role, (name, split) in wanted.items():
-        path = task_file(data_dir, name, split)
-        if path is None:
-            why = f" (needed to score {task.name})" if name != task.name else ""
-            return {}, f"no {split} file {data_dir / f'{name}.{split}.jsonl'}[.gz]{why}"
-        files[role] = path
-    return files, None
-
-
-def load_examples(path: Path, task: GlueTask, limit: int | None = None) -> Examples:
-    """Read a BabyLM jsonl file of ``task``, checking every record; keep the first ``limit``.
-
-    Raises UserError naming the file (and line) for unreadable JSON, a missing key, a text that
-    is not a string, a label the task's ``num_labels``-way head does not fit, or no records.
-    """
-    first: list[str] = []
-    second: list[str] = []
-    labels: list[int] = []
-    for lineno, record in iter_jsonl_objects(path, task.keys):
-        for key in task.keys:
-            if key != "label" and not isinstance(record[key], str):
-                raise UserError(f"{path}:{lineno}: '{key}' must be a string, got {record[key]!r}")
-        label = record["label"]
-        if isinstance(label, bool):
-            label = int(label)
-        if not isinstance(label, int) or not 0 <= label < task.num_labels:
-            raise UserError(
-                f"{path}:{lineno}: label {record['label']!r} does not fit the {task.num_labels}-way "
-                f"{task.name} head (expected an integer 0..{task.num_labels - 1})"
-            )
-        if limit is not None and len(labels) >= limit:
-            continue
-        text_a, text_b = task.texts(record)
-        first.append(text_a)
-        if text_b is not None:
-            second.append(text_b)
-        labels.append(label)
-    if not labels:
-        raise UserError(f"{path}: no {task.name} examples in the file")
-    return Examples(path, first, second if task.second else None, np.asarray(labels, dtype=np.int64))
-
-
-def _encode(examples: Examples, tokenizer, max_length: int) -> list[dict[str, Any]]:
-    """Tokenize examples into Trainer features: ``input_ids`` and ``attention_mask`` (lists of
-    at most ``max_length`` ints) and ``labels`` (int); padding is left to the collator."""
-    args = (examples.first,) if examples.second is None else (examples.first, examples.second)
-    encoded = tokenizer(*args, truncation=True, max_length=max_length)
-    return [
-        {"input_ids": ids, "attention_mask": mask, "labels": int(label)}
-        for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], examples.labels)
-    ]
-
-
-# ----------------------------------------------------------------------------------------------
-# model and finetuning
-
-
-def _load_tokenizer(model_dir: Path):
-    """The model directory's tokenizer, with a padding token (the EOS token if it has none)."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{model_dir}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise UserError(f"{model_dir}: the tokenizer has neither a padding nor an end-of-sequence token")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _load_classifier(model_dir: Path, num_labels: int, tokenizer, options: dict):
-    """A ``num_labels``-way sequence classifier on the pretrained model, in float32.
-
-    The ``score`` head (hidden -> num_labels) is freshly initialised from ``options["seed"]``;
-    with ``options["lora"]`` the model is wrapped by peft so that only LoRA adapters on the
-    attention projections and the head are trained.
-    """
-    import torch
-    import transformers
-    from transformers import AutoModelForSequenceClassification
-
-    transformers.set_seed(options["seed"])
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=num_labels, dtype=torch.float32
-        )
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{model_dir}: cannot load a sequence classifier ({str(e).splitlines()[0]})") from None
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if options["lora"]:
-        try:
-            import peft
-        except ImportError:
-            raise UserError("LoRA finetuning needs the peft package: pip install 'babyllama[lora]'") from None
-        lora = peft.LoraConfig(
-            task_type=peft.TaskType.SEQ_CLS,
-            r=options["lora_r"],
-            lora_alpha=options["lora_alpha"],
-            lora_dropout=options["lora_dropout"],
-        )
-        model = peft.get_peft_model(model, lora)
-    return model
-
-
-@contextmanager
-def _quiet_transformers():
-    """Silence transformers' warnings, deprecation notices and weight loading/saving bars.
-
-    Finetuning loads a model whose ``score`` head is new (an expected "newly initialised"
-    notice) and saves a checkpoint every epoch (a bar each time); our own lines say what matters.
-    """
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecations peft triggers inside transformers
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _selection_metric(task: GlueTask, options: dict) -> str:
-    """Name of the metric the best checkpoint is chosen by (see the module docstring)."""
-    if options["select_by"] == "task":
-        return task.metric
-    return "f1" if task.num_labels == 2 else "accuracy"
-
-
-def _epoch_lines_callback(label: str, metric: str, epochs: int):
-    """A Trainer callback printing one plain line per epoch: train loss, validation scores,
-    elapsed time and the time left if every remaining epoch runs (early stopping may cut it)."""
-    from transformers import TrainerCallback
-
-    class EpochLines(TrainerCallback):
-        def __init__(self):
-            self.loss = float("nan")
-            self.started = time.perf_counter()
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                self.loss = logs["loss"]
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            epoch = max(state.epoch or 0.0, 1e-9)
-            elapsed = time.perf_counter() - self.started
-            scores = " ".join(
-                f"{k[5:]} {v:.4f}" for k, v in (metrics or {}).items() if k[5:] in ("accuracy", "f1", "mcc")
-            )
-            _say(
-                f"{label}: epoch {round(epoch)}/{epochs} train loss {self.loss:.4f} | valid {scores} "
-                f"(selecting on {metric}) | {elapsed:.0f} s, at most {elapsed / epoch * (epochs - epoch):.0f} s left"
-            )
-
-    return EpochLines()
-
-
-def _say(message: str) -> None:
-    """Print a progress line to stderr."""
-    print(f"glue {message}", file=sys.stderr, flush=True)
-
-
-def _finetune(
-    model_dir: Path,
-    tokenizer,
-    train_task: GlueTask,
-    scored: list[GlueTask],
-    data: dict[str, Examples],
-    options: dict,
-    scratch: Path,
-    progress: bool,
-) -> dict[str, dict]:
-    """Finetune one classifier on ``train_task`` and score it on the validation set of every
-    task in ``scored`` (``mnli`` and/or ``mnli-mm`` share one run).
-
-    ``data`` holds ``"train"`` and ``"select"`` (the training task's validation set, used for
-    early stopping and the checkpoint choice) and one entry per scored task name. Checkpoints
-    are written under ``scratch``. Returns per scored task: the metric's name and value at the
-    best checkpoint, all scores there, epochs run and the best epoch.
-    """
-    import torch
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
-
-    started = time.perf_counter()
-    max_length = min(options["max_length"], tokenizer.model_max_length)
-    train_set = _encode(data["train"], tokenizer, max_length)
-    select_set = _encode(data["select"], tokenizer, max_length)
-    model = _load_classifier(model_dir, train_task.num_labels, tokenizer, options)
-    metric = _selection_metric(train_task, options)
-    show_bars = progress and sys.stderr.isatty()
-
-    def compute_metrics(prediction) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return classification_scores(np.argmax(logits, axis=-1), prediction.label_ids, train_task.num_labels)
-
-    args = TrainingArguments(
-        output_dir=str(scratch),
-        learning_rate=options["lr"],
-        per_device_train_batch_size=options["batch_size"],
-        per_device_eval_batch_size=options["batch_size"],
-        num_train_epochs=options["epochs"],
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=True,
-        save_total_limit=1,
-        save_only_model=True,
-        seed=options["seed"],
-        report_to="none",
-        disable_tqdm=not show_bars,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    callbacks = []
-    if options["patience"] > 0:
-        callbacks.append(EarlyStoppingCallback(options["patience"], EARLY_STOPPING_THRESHOLD))
-    # On a terminal the Trainer's bars show progress; elsewhere one plain line per epoch does.
-    epoch_lines = None
-    if progress and not show_bars:
-        epoch_lines = _epoch_lines_callback(train_task.name, metric, options["epochs"])
-        callbacks.append(epoch_lines)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        train_dataset=train_set,
-        eval_dataset=select_set,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    if epoch_lines is not None:
-        trainer.remove_callback(epoch_lines)
-
-    evals = [entry for entry in trainer.state.log_history if f"eval_{metric}" in entry]
-    best_step = trainer.state.best_global_step
-    best_epoch = next((round(e["epoch"]) for e in evals if e["step"] == best_step), None)
-    results = {}
-    for task in scored:
-        valid_set = select_set if task.name == train_task.name else _encode(data[task.name], tokenizer, max_length)
-        metrics = trainer.evaluate(eval_dataset=valid_set)
-        scores = {k[5:]: float(v) for k, v in metrics.items() if k[5:] in ("accuracy", "f1", "mcc")}
-        results[task.name] = {
-            "metric": task.metric,
-            "value": scores[task.metric],
-            "scores": scores,
-            "epochs_run": len(evals),
-            "best_epoch": best_epoch,
-            "selected_by": metric,
-        }
-    seconds = round(time.perf_counter() - started, 2)
-    for entry in results.values():
-        entry["seconds"] = seconds
-    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,7 +149,7 @@ def evaluate_glue(
     reasons: dict[str, str] = {}
     files: dict[str, dict[str, Path]] = {}
     for name in requested:
-        found, problem = _needed_files(data_dir, TASKS[name])
+        found, problem = needed_files(data_dir, TASKS[name])
         if problem is None:
             files[name] = found
         elif tasks is None:
@@ -618,7 +170,7 @@ def evaluate_glue(
         previous = task_results.get(name)
         if previous is not None and all(previous.get(k) == v for k, v in key.items()):
             if progress:
-                _say(f"{name}: already done ({previous['metric']} {previous['value']:.4f}), kept")
+                say(f"{name}: already done ({previous['metric']} {previous['value']:.4f}), kept")
             continue
         todo.append((name, key))
 
@@ -635,19 +187,19 @@ def evaluate_glue(
         group_data[name] = load_examples(files[name]["valid"], TASKS[name])
     keys = dict(todo)
 
-    tokenizer = _load_tokenizer(model_dir) if todo else None
+    tokenizer = load_tokenizer(model_dir) if todo else None
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, (train_task, names) in enumerate(groups.items(), 1):
         group_data = data[train_task]
         if progress:
             scored = ", ".join(names)
-            _say(
+            say(
                 f"[{index}/{len(groups)}] {train_task}: finetuning on {len(group_data['train'].labels)} examples, "
                 f"scoring {scored}"
             )
         scratch = out_dir / SCRATCH_DIR / train_task
         shutil.rmtree(scratch, ignore_errors=True)
-        with _quiet_transformers():
+        with quiet_transformers():
             run = _finetune(
                 model_dir,
                 tokenizer,
@@ -668,7 +220,7 @@ def evaluate_glue(
             }
             if progress:
                 entry = task_results[name]
-                _say(
+                say(
                     f"{name}: {entry['metric']} {entry['value']:.4f} (best epoch {entry['best_epoch']} of "
                     f"{entry['epochs_run']}, {entry['seconds']:.0f} s)"
                 )
@@ -682,7 +234,7 @@ def evaluate_glue(
     if progress:
         average = "n/a" if results["glue_average"] is None else f"{results['glue_average']:.4f}"
         missing = ", ".join(results["missing"]) or "none"
-        _say(f"average {average} over {len(results['evaluated'])} task(s); missing: {missing}")
+        say(f"average {average} over {len(results['evaluated'])} task(s); missing: {missing}")
     return results
 
 
@@ -791,7 +343,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "--" + name.replace("_", "-"),
             dest=name,
             metavar=None if name == "select_by" else name.upper(),
-            help=f"{_OPTION_HELP[name]} (default {default}; all tasks)",
+            help=f"{OPTION_HELP[name]} (default {default}; all tasks)",
             **kwargs,
         )
     parser.add_argument(
