@@ -1,21 +1,31 @@
-"""(Super)GLUE finetuning evaluation, run the way the BabyLM 2024 challenge runs it.
+"""(Super)GLUE finetuning evaluation, run the way a BabyLM challenge runs it (its *recipe*).
 
-For each task a sequence-classification head (``AutoModelForSequenceClassification``: a linear
-``score`` layer on the hidden state of the last non-padding token) is put on the pretrained model,
-the whole model is finetuned with the Hugging Face ``Trainer`` on the task's training file, the
-validation file is scored after every epoch, training stops early when the selection metric has
-not improved by more than 0.001 for ``patience`` epochs, and the best epoch's checkpoint is
-scored on the validation file. That is the recipe of the 2024 pipeline's
-``finetune_classification.py`` (lr 5e-5, batch 64, up to 10 epochs, patience 3, seed 12, 128
-tokens), including its choice of checkpoint: F1 for two-way tasks and accuracy for MNLI
-(``select_by="pipeline"``); ``select_by="task"`` selects on the reported metric instead.
+For each task a classifier (``glue_classifier``: a linear ``score`` head on the hidden state of
+the last attended token) is put on the pretrained model, the whole model is finetuned with the
+Hugging Face ``Trainer`` on the task's training file (``glue_finetune``), the validation file is
+scored after every epoch and the best epoch's checkpoint is scored on the validation file.
+
+Two recipes (``glue_tasks.RECIPES``), the same code:
+
+- ``2024`` (default): the 2024 pipeline's ``finetune_classification.py``: eleven tasks, lr 5e-5,
+  batch 64, up to 10 epochs, patience 3, seed 12, 128 tokens, linear decay without warm-up, and
+  its choice of checkpoint: F1 for two-way tasks and accuracy for MNLI (``select_by="pipeline"``).
+  Results: ``OUT/glue_results.json`` (``OUT`` defaults to ``MODEL/glue``).
+- ``2025``: the 2025 pipeline's ``eval_finetuning.sh``: boolq, mnli, mrpc, multirc, qqp, rte,
+  wsc; lr 3e-5, batch 32 (16 for boolq and multirc), 10 epochs (30 for wsc), no early stopping,
+  seed 42, 512 tokens (capped at the model's maximum), weight decay 0.01, 6% warm-up then cosine
+  to 0.1 x lr, the best epoch by validation accuracy (F1 for mrpc and qqp), and mnli and qqp
+  trained on the pipeline's 10,000-example subsets. Results: ``OUT/results.json`` (``OUT``
+  defaults to ``MODEL/glue_2025``).
 
 Data are BabyLM jsonl files ``{task}.train.jsonl`` and ``{task}.valid.jsonl`` (``.jsonl.gz`` too)
-in one folder. MNLI-mismatched has no training file: it is the MNLI model scored on
-``mnli-mm.valid.jsonl``, so ``mnli`` and ``mnli-mm`` share one finetuning run.
+in one or more folders, searched in order. MNLI-mismatched (2024 only) has no training file: it
+is the MNLI model scored on ``mnli-mm.valid.jsonl``, so ``mnli`` and ``mnli-mm`` share one run.
 
-Results go to ``OUT/glue_results.json`` after every task, so a killed run resumes: a task already
-there with the same options, data files and model is not run again.
+The results file is rewritten after every task, so a killed run resumes: a task already there
+with the same recipe, options, data files and model is not run again. ``OUT/predictions.json``
+holds every evaluated task's validation predictions in the 2025 pipeline's format:
+``{task: {"predictions": [{"id": "<task>_<i>", "pred": <class>}, ...]}}`` in file order.
 """
 
 from __future__ import annotations
@@ -30,14 +40,25 @@ from typing import Any
 import numpy as np
 
 from babyllama.errors import UserError
+from babyllama.evaluation.glue_classifier import load_tokenizer
 from babyllama.evaluation.glue_data import Examples, load_examples, needed_files, task_file
 from babyllama.evaluation.glue_finetune import finetune as _finetune  # tests replace it here
-from babyllama.evaluation.glue_finetune import load_tokenizer, quiet_transformers, say
-from babyllama.evaluation.glue_tasks import DEFAULT_OPTIONS, OPTION_HELP, TASK_NAMES, TASKS, resolve_options
+from babyllama.evaluation.glue_finetune import quiet_transformers, say
+from babyllama.evaluation.glue_tasks import (
+    DEFAULT_OPTIONS,
+    OPTION_HELP,
+    RECIPES,
+    TASK_NAMES,
+    TASKS,
+    Recipe,
+    get_recipe,
+    resolve_options,
+)
 from babyllama.io import atomic_write_json
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "RECIPES",
     "TASKS",
     "TASK_NAMES",
     "add_parser",
@@ -50,7 +71,7 @@ __all__ = [
     "task_file",
 ]
 
-RESULTS_FILE = "glue_results.json"
+PREDICTIONS_FILE = "predictions.json"
 SCRATCH_DIR = "scratch"
 
 
@@ -58,20 +79,36 @@ SCRATCH_DIR = "scratch"
 # the whole suite
 
 
-def _parse_tasks(tasks: list[str] | None) -> list[str]:
-    """The requested task names in the challenge's order (all eleven for None)."""
+def _parse_tasks(tasks: list[str] | None, recipe: Recipe) -> list[str]:
+    """The requested task names in the challenge's order (all the recipe's tasks for None)."""
     if tasks is None:
-        return list(TASK_NAMES)
-    unknown = [t for t in tasks if t not in TASKS]
+        return list(recipe.tasks)
+    unknown = [t for t in tasks if t not in recipe.tasks]
     if unknown:
-        raise UserError(f"unknown GLUE task(s) {', '.join(unknown)}; expected some of {', '.join(TASK_NAMES)}")
+        raise UserError(
+            f"unknown GLUE task(s) {', '.join(unknown)} for the {recipe.name} recipe; "
+            f"expected some of {', '.join(recipe.tasks)}"
+        )
     if not tasks:
         raise UserError("no GLUE task selected")
-    return [t for t in TASK_NAMES if t in tasks]
+    return [t for t in recipe.tasks if t in tasks]
 
 
-def _read_previous(path: Path, model_dir: Path) -> dict[str, dict]:
-    """Task entries of an earlier results file for the same model (empty when there is none)."""
+def _data_dirs(data_dir) -> list[Path]:
+    """``data_dir`` (one folder or a sequence of folders) as resolved paths, each checked to exist."""
+    folders = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    if not folders:
+        raise UserError("no GLUE data folder given")
+    resolved = [Path(folder).resolve() for folder in folders]
+    for folder in resolved:
+        if not folder.is_dir():
+            raise UserError(f"{folder}: GLUE data folder not found")
+    return resolved
+
+
+def _read_previous(path: Path, model_dir: Path, recipe: Recipe) -> dict[str, dict]:
+    """Task entries of an earlier results file for the same model and recipe (empty when there
+    is none; a file written before recipes existed counts as the one asked for)."""
     if not path.is_file():
         return {}
     try:
@@ -84,81 +121,113 @@ def _read_previous(path: Path, model_dir: Path) -> dict[str, dict]:
         raise UserError(
             f"{path}: holds results of {previous.get('model_dir')}, not {model_dir}; choose another output folder"
         )
-    return {name: entry for name, entry in previous["tasks"].items() if name in TASKS}
+    if previous.get("recipe", recipe.name) != recipe.name:
+        raise UserError(
+            f"{path}: holds results of the {previous['recipe']} recipe, not {recipe.name}; choose another output folder"
+        )
+    return {name: entry for name, entry in previous["tasks"].items() if name in recipe.tasks}
 
 
-def summarize(task_results: dict[str, dict], reasons: dict[str, str], model_dir: Path) -> dict:
-    """The results document: per-task entries, their plain mean and the tasks not evaluated.
+def summarize(task_results: dict[str, dict], reasons: dict[str, str], model_dir: Path, recipe: str = "2024") -> dict:
+    """The results document: the recipe and its settings, per-task entries, their plain means
+    and the tasks not evaluated.
 
-    ``glue_average`` is the mean of every task's ``value`` (None when no task was evaluated);
-    ``missing`` maps each task absent from ``tasks`` to the reason (``reasons``, else
-    "not requested").
+    ``glue_average`` is the mean of every task's ``value`` (its reported metric: the 2025 README's
+    rule; None when no task was evaluated); ``accuracy_average`` the mean of the accuracies (the
+    2025 prediction scorer's rule); ``missing`` maps each of the recipe's tasks absent from
+    ``tasks`` to the reason (``reasons``, else "not requested").
     """
-    tasks = {name: task_results[name] for name in TASK_NAMES if name in task_results}
+    chosen = get_recipe(recipe)
+    tasks = {name: task_results[name] for name in chosen.tasks if name in task_results}
     values = [entry["value"] for entry in tasks.values()]
+    accuracies = [entry["scores"]["accuracy"] for entry in tasks.values()]
     return {
         "model_dir": str(model_dir),
+        "recipe": chosen.name,
+        "settings": chosen.settings(),
         "tasks": tasks,
         "glue_average": float(np.mean(values)) if values else None,
+        "accuracy_average": float(np.mean(accuracies)) if accuracies else None,
         "evaluated": list(tasks),
-        "missing": {name: reasons.get(name, "not requested") for name in TASK_NAMES if name not in tasks},
+        "missing": {name: reasons.get(name, "not requested") for name in chosen.tasks if name not in tasks},
+    }
+
+
+def predictions_document(results: dict) -> dict:
+    """The 2025 pipeline's ``predictions.json`` of every evaluated task that has predictions:
+    ``{task: {"predictions": [{"id": "<task>_<i>", "pred": <class>}, ...]}}``, in file order."""
+    return {
+        name: {"predictions": [{"id": f"{name}_{i}", "pred": pred} for i, pred in enumerate(entry["predictions"])]}
+        for name, entry in results["tasks"].items()
+        if "predictions" in entry
     }
 
 
 def glue_summary(results: dict) -> dict:
     """Group scores for a model's ``metrics.json``: each task's value, ``glue_average`` and the
-    list of ``missing`` task names (the reasons stay in ``glue_results.json``)."""
+    list of ``missing`` task names (the reasons stay in the results file)."""
     summary: dict[str, Any] = {name: entry["value"] for name, entry in results["tasks"].items()}
     summary["glue_average"] = results["glue_average"]
     summary["missing"] = list(results["missing"])
     return summary
 
 
+def _write(out_dir: Path, recipe: Recipe, results: dict) -> None:
+    """Write the results file and ``predictions.json`` (atomically)."""
+    atomic_write_json(out_dir / recipe.results_file, results)
+    atomic_write_json(out_dir / PREDICTIONS_FILE, predictions_document(results))
+
+
 def evaluate_glue(
     model_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
+    data_dir,
     out_dir: str | os.PathLike,
     tasks: list[str] | None = None,
     max_train_examples: int | None = None,
     overrides: dict | None = None,
     progress: bool = True,
+    recipe: str = "2024",
 ) -> dict:
-    """Finetune ``model_dir`` on each (Super)GLUE task in turn and write ``out_dir/glue_results.json``.
+    """Finetune ``model_dir`` on each (Super)GLUE task of ``recipe`` in turn and write the
+    recipe's results file and ``predictions.json`` in ``out_dir``.
 
-    ``tasks`` None means all eleven: tasks whose files are absent from ``data_dir`` are then
-    reported under ``missing`` with the reason; a task named explicitly whose file is absent is
-    an error, raised before anything runs. ``max_train_examples`` keeps the first N training
-    examples (validation sets are always whole). ``overrides`` sets options globally or per task
-    (see ``resolve_options``). Tasks already in an earlier results file with the same options,
-    files, model and ``max_train_examples`` are kept and not rerun; the file is rewritten after
-    every finetuning run. Checkpoints live in ``out_dir/scratch/TASK`` until the task is done.
-    Returns the results document written (see ``summarize``).
+    ``data_dir`` is one folder or a sequence of folders, searched in order for each file.
+    ``tasks`` None means all the recipe's tasks: tasks whose files are absent are then reported
+    under ``missing`` with the reason; a task named explicitly whose file is absent is an error,
+    raised before anything runs, as is a training file whose size differs from the recipe's
+    ``train_sizes``. ``max_train_examples`` keeps the first N training examples (validation sets
+    are always whole). ``overrides`` sets options globally or per task (see
+    ``resolve_options``). Tasks already in an earlier results file with the same recipe,
+    options, files, model and ``max_train_examples`` are kept and not rerun; the files are
+    rewritten after every finetuning run. Checkpoints live in ``out_dir/scratch/TASK`` until the
+    task is done. Returns the results document written (see ``summarize``).
     """
+    chosen = get_recipe(recipe)
     model_dir = Path(model_dir).resolve()
-    data_dir = Path(data_dir).resolve()
     out_dir = Path(out_dir).resolve()
-    requested = _parse_tasks(tasks)
+    requested = _parse_tasks(tasks, chosen)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: not a model directory (no config.json)")
-    if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: GLUE data folder not found")
+    data_dirs = _data_dirs(data_dir)
     if max_train_examples is not None and (isinstance(max_train_examples, bool) or max_train_examples < 1):
         raise UserError(f"max_train_examples must be a positive integer, got {max_train_examples!r}")
 
-    options = {name: resolve_options(name, overrides) for name in requested}
+    options = {name: resolve_options(name, overrides, recipe) for name in requested}
     reasons: dict[str, str] = {}
     files: dict[str, dict[str, Path]] = {}
     for name in requested:
-        found, problem = needed_files(data_dir, TASKS[name])
+        found, problem = needed_files(data_dirs, TASKS[name])
         if problem is None:
             files[name] = found
-        elif tasks is None:
+            continue
+        if TASKS[name].train_task in chosen.not_bundled:
+            problem += f" (data not bundled: supply {TASKS[name].train_task}.train.jsonl in the BabyLM format)"
+        if tasks is None:
             reasons[name] = problem
         else:
             raise UserError(problem)
 
-    results_path = out_dir / RESULTS_FILE
-    task_results = _read_previous(results_path, model_dir)
+    task_results = _read_previous(out_dir / chosen.results_file, model_dir, chosen)
     todo = []
     for name, found in files.items():
         key = {
@@ -184,6 +253,13 @@ def evaluate_glue(
         if "train" not in group_data:
             group_data["train"] = load_examples(files[name]["train"], TASKS[train_task], max_train_examples)
             group_data["select"] = load_examples(files[name]["select"], TASKS[train_task])
+            size = chosen.train_sizes.get(train_task)
+            if size is not None and group_data["train"].records != size:
+                raise UserError(
+                    f"{files[name]['train']}: {group_data['train'].records} {train_task} training examples, but the "
+                    f"{chosen.name} recipe trains on the pipeline's {size}-example subset (staged in "
+                    f"babylm_eval_2025_glue_subsampled/); give its folder first with --data"
+                )
         group_data[name] = load_examples(files[name]["valid"], TASKS[name])
     keys = dict(todo)
 
@@ -224,13 +300,13 @@ def evaluate_glue(
                     f"{name}: {entry['metric']} {entry['value']:.4f} (best epoch {entry['best_epoch']} of "
                     f"{entry['epochs_run']}, {entry['seconds']:.0f} s)"
                 )
-        atomic_write_json(results_path, summarize(task_results, reasons, model_dir))
+        _write(out_dir, chosen, summarize(task_results, reasons, model_dir, recipe))
         shutil.rmtree(scratch, ignore_errors=True)
     if (out_dir / SCRATCH_DIR).is_dir() and not any((out_dir / SCRATCH_DIR).iterdir()):
         (out_dir / SCRATCH_DIR).rmdir()
 
-    results = summarize(task_results, reasons, model_dir)
-    atomic_write_json(results_path, results)
+    results = summarize(task_results, reasons, model_dir, recipe)
+    _write(out_dir, chosen, results)
     if progress:
         average = "n/a" if results["glue_average"] is None else f"{results['glue_average']:.4f}"
         missing = ", ".join(results["missing"]) or "none"
@@ -241,7 +317,20 @@ def evaluate_glue(
 # ----------------------------------------------------------------------------------------------
 # command line
 
-_CLI_OPTIONS = ("lr", "batch_size", "epochs", "patience", "seed", "max_length", "select_by")
+_CLI_OPTIONS = (
+    "lr",
+    "batch_size",
+    "epochs",
+    "patience",
+    "seed",
+    "max_length",
+    "select_by",
+    "weight_decay",
+    "warmup_ratio",
+    "schedule",
+    "min_lr_ratio",
+)
+_CLI_CHOICES = {"select_by": ("pipeline", "task"), "schedule": ("linear", "cosine")}
 
 
 def _parse_value(name: str, text: str) -> Any:
@@ -282,11 +371,13 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 def run_glue_command(args: argparse.Namespace) -> int:
     """Run ``babyllama evaluate glue`` from parsed arguments; returns the exit code."""
-    data = args.data or os.environ.get("BABYLLAMA_GLUE_DATA")
+    environment = os.environ.get("BABYLLAMA_GLUE_DATA", "")
+    data = args.data or [folder for folder in environment.split(os.pathsep) if folder]
     if not data:
         raise UserError("no GLUE data folder: pass --data DIR or set BABYLLAMA_GLUE_DATA")
+    recipe = get_recipe(args.recipe)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    out = args.out or Path(args.model_dir) / "glue"
+    out = args.out or Path(args.model_dir) / recipe.out_dir
     results = evaluate_glue(
         args.model_dir,
         data,
@@ -295,36 +386,63 @@ def run_glue_command(args: argparse.Namespace) -> int:
         max_train_examples=args.max_train_examples,
         overrides=overrides_from_args(args),
         progress=True,
+        recipe=recipe.name,
     )
     print(json.dumps(glue_summary(results)))
     return 0
 
 
+def _default_text(name: str) -> str:
+    """The defaults of option ``name`` under each recipe, for --help."""
+    parts = []
+    for recipe in RECIPES.values():
+        exceptions = [f"{task} {opts[name]}" for task, opts in recipe.task_defaults.items() if name in opts]
+        parts.append(f"{recipe.defaults[name]}" + (f" ({', '.join(exceptions)})" if exceptions else ""))
+    if len(set(parts)) == 1:
+        return f"default {parts[0]}"
+    return "default " + ", ".join(f"{part} in {recipe}" for part, recipe in zip(parts, RECIPES))
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``glue`` subcommand (under ``babyllama evaluate``) to ``subparsers``."""
+    new = RECIPES["2025"]
     parser = subparsers.add_parser(
         "glue",
-        help="finetune a model on each (Super)GLUE task and report the BabyLM 2024 scores",
+        help="finetune a model on each (Super)GLUE task and report the BabyLM 2024 or 2025 scores",
         description=(
-            "Finetune MODEL_DIR with a sequence-classification head on each (Super)GLUE task of the "
-            "BabyLM 2024 evaluation (" + ", ".join(TASK_NAMES) + "), one after another, and write "
-            "OUT/glue_results.json (per task: metric, value, epochs run, best epoch, seconds; the "
-            "plain mean; the tasks missing and why). Metrics: Matthews correlation for cola, F1 for "
-            "mrpc and qqp, accuracy for the rest. Defaults are the 2024 pipeline's; finished tasks "
-            "are not rerun."
+            "Finetune MODEL_DIR with a sequence-classification head (on the last attended token, whatever "
+            "the padding side) on each (Super)GLUE task of a BabyLM recipe, one after another. "
+            "--recipe 2024 (default): " + ", ".join(TASK_NAMES) + "; writes OUT/glue_results.json "
+            "(OUT: MODEL_DIR/glue). --recipe 2025: " + ", ".join(new.tasks) + "; lr 3e-5, batch 32 (16 "
+            "for boolq and multirc), 10 epochs (30 for wsc), 512 tokens (capped at the model's maximum), "
+            "weight decay 0.01, 6%% warm-up then cosine to 0.1 x lr, best epoch by accuracy (F1 for mrpc and "
+            "qqp), mnli and qqp trained on the pipeline's 10,000-example subsets "
+            "(babylm_eval_2025_glue_subsampled/; give that folder first with --data); boolq and multirc "
+            "training files are not bundled (data not bundled: supply them in the BabyLM jsonl format); "
+            "writes OUT/results.json (OUT: MODEL_DIR/glue_2025). Both write, per task, metric, value, "
+            "epochs run, best epoch and seconds, the plain means and the tasks missing and why, and "
+            "OUT/predictions.json in the 2025 pipeline's format. Metrics: Matthews correlation for cola, "
+            "F1 for mrpc and qqp, accuracy for the rest. Finished tasks are not rerun."
         ),
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="Hugging Face model directory (model and tokenizer)")
     parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="2024",
+        help="finetuning recipe: the BabyLM 2024 challenge's (default) or the 2025 pipeline's",
+    )
+    parser.add_argument(
         "--data",
+        action="append",
         metavar="DIR",
-        help="folder of BabyLM jsonl files TASK.train.jsonl / TASK.valid.jsonl (.jsonl.gz too); "
-        "default: $BABYLLAMA_GLUE_DATA",
+        help="folder of BabyLM jsonl files TASK.train.jsonl / TASK.valid.jsonl (.jsonl.gz too); repeatable, "
+        "searched in order; default: $BABYLLAMA_GLUE_DATA (folders separated by '" + os.pathsep + "')",
     )
     parser.add_argument(
         "--tasks",
         metavar="T1,T2",
-        help="comma-separated tasks to run (default: all eleven; absent files are then reported as "
+        help="comma-separated tasks to run (default: all the recipe's; absent files are then reported as "
         "missing, while a named task with absent files is an error)",
     )
     parser.add_argument(
@@ -333,17 +451,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help="finetune on the first N training examples only (a quick CPU check; validation sets stay whole)",
     )
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: MODEL_DIR/glue)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: MODEL_DIR/glue, or glue_2025)")
     for name in _CLI_OPTIONS:
-        default = DEFAULT_OPTIONS[name]
-        kwargs: dict[str, Any] = {"type": type(default)}
-        if name == "select_by":
-            kwargs = {"choices": ("pipeline", "task")}
+        kwargs: dict[str, Any] = {"type": type(DEFAULT_OPTIONS[name])}
+        if name in _CLI_CHOICES:
+            kwargs = {"choices": _CLI_CHOICES[name]}
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            metavar=None if name == "select_by" else name.upper(),
-            help=f"{OPTION_HELP[name]} (default {default}; all tasks)",
+            metavar=None if name in _CLI_CHOICES else name.upper(),
+            help=f"{OPTION_HELP[name]} ({_default_text(name)}; all tasks)".replace("%", "%%"),
             **kwargs,
         )
     parser.add_argument(

@@ -1,12 +1,12 @@
-"""One (Super)GLUE finetuning run: a sequence-classification head on the pretrained model,
+"""One (Super)GLUE finetuning run: a classifier on the pretrained model (``glue_classifier``),
 trained with the Hugging Face ``Trainer``, the best epoch's checkpoint scored on validation sets.
 
-The head (``AutoModelForSequenceClassification``: a linear ``score`` layer on the hidden state of
-the last non-padding token) is freshly initialised; the validation file is scored after every
-epoch; training stops early when the selection metric has not improved by more than 0.001 for
-``patience`` epochs; the best epoch is chosen by F1 for two-way tasks and accuracy for MNLI
+AdamW with the recipe's learning rate, weight decay, warm-up and schedule (linear to 0, or
+cosine to ``min_lr_ratio`` x lr); the validation file is scored after every epoch; with
+``patience`` > 0 training stops when the selection metric has not improved by more than 0.001 for
+that many epochs; the best epoch is chosen by F1 for two-way tasks and accuracy for MNLI
 (``select_by="pipeline"``, the 2024 pipeline's choice) or by the reported metric
-(``select_by="task"``).
+(``select_by="task"``, the 2025 pipeline's choice).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from babyllama.errors import UserError
+from babyllama.evaluation.glue_classifier import load_classifier, model_max_length
 from babyllama.evaluation.glue_data import Examples, encode
 from babyllama.evaluation.glue_metrics import classification_scores
 from babyllama.evaluation.glue_tasks import GlueTask
@@ -27,55 +27,6 @@ from babyllama.evaluation.glue_tasks import GlueTask
 EARLY_STOPPING_THRESHOLD = 0.001
 """Smallest gain of the selection metric that resets the patience counter (as in the pipeline)."""
 
-
-
-def load_tokenizer(model_dir: Path):
-    """The model directory's tokenizer, with a padding token (the EOS token if it has none)."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{model_dir}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is None:
-            raise UserError(f"{model_dir}: the tokenizer has neither a padding nor an end-of-sequence token")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _load_classifier(model_dir: Path, num_labels: int, tokenizer, options: dict):
-    """A ``num_labels``-way sequence classifier on the pretrained model, in float32.
-
-    The ``score`` head (hidden -> num_labels) is freshly initialised from ``options["seed"]``;
-    with ``options["lora"]`` the model is wrapped by peft so that only LoRA adapters on the
-    attention projections and the head are trained.
-    """
-    import torch
-    import transformers
-    from transformers import AutoModelForSequenceClassification
-
-    transformers.set_seed(options["seed"])
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=num_labels, dtype=torch.float32
-        )
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{model_dir}: cannot load a sequence classifier ({str(e).splitlines()[0]})") from None
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if options["lora"]:
-        try:
-            import peft
-        except ImportError:
-            raise UserError("LoRA finetuning needs the peft package: pip install 'babyllama[lora]'") from None
-        lora = peft.LoraConfig(
-            task_type=peft.TaskType.SEQ_CLS,
-            r=options["lora_r"],
-            lora_alpha=options["lora_alpha"],
-            lora_dropout=options["lora_dropout"],
-        )
-        model = peft.get_peft_model(model, lora)
-    return model
 
 
 @contextmanager
@@ -160,17 +111,20 @@ def finetune(
     ``data`` holds ``"train"`` and ``"select"`` (the training task's validation set, used for
     early stopping and the checkpoint choice) and one entry per scored task name. Checkpoints
     are written under ``scratch``. Returns per scored task: the metric's name and value at the
-    best checkpoint, all scores there, epochs run and the best epoch.
+    best checkpoint, all scores there, epochs run, the best epoch, the sequence length used
+    (``options["max_length"]`` capped at what the model takes) and the predicted class of every
+    validation example in file order (``predictions``).
     """
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     started = time.perf_counter()
-    max_length = min(options["max_length"], tokenizer.model_max_length)
+    limit = model_max_length(model_dir, tokenizer)
+    max_length = options["max_length"] if limit is None else min(options["max_length"], limit)
     train_set = encode(data["train"], tokenizer, max_length)
     select_set = encode(data["select"], tokenizer, max_length)
-    model = _load_classifier(model_dir, train_task.num_labels, tokenizer, options)
+    model = load_classifier(model_dir, train_task.num_labels, tokenizer, options)
     metric = _selection_metric(train_task, options)
     show_bars = progress and sys.stderr.isatty()
 
@@ -184,6 +138,10 @@ def finetune(
         per_device_train_batch_size=options["batch_size"],
         per_device_eval_batch_size=options["batch_size"],
         num_train_epochs=options["epochs"],
+        weight_decay=options["weight_decay"],
+        warmup_steps=options["warmup_ratio"],
+        lr_scheduler_type="linear" if options["schedule"] == "linear" else "cosine_with_min_lr",
+        lr_scheduler_kwargs={} if options["schedule"] == "linear" else {"min_lr_rate": options["min_lr_ratio"]},
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",
@@ -226,8 +184,9 @@ def finetune(
     results = {}
     for task in scored:
         valid_set = select_set if task.name == train_task.name else encode(data[task.name], tokenizer, max_length)
-        metrics = trainer.evaluate(eval_dataset=valid_set)
-        scores = {k[5:]: float(v) for k, v in metrics.items() if k[5:] in ("accuracy", "f1", "mcc")}
+        output = trainer.predict(valid_set, metric_key_prefix="eval")
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        scores = {k[5:]: float(v) for k, v in output.metrics.items() if k[5:] in ("accuracy", "f1", "mcc")}
         results[task.name] = {
             "metric": task.metric,
             "value": scores[task.metric],
@@ -235,6 +194,8 @@ def finetune(
             "epochs_run": len(evals),
             "best_epoch": best_epoch,
             "selected_by": metric,
+            "max_length_used": max_length,
+            "predictions": np.argmax(logits, axis=-1).astype(int).tolist(),
         }
     seconds = round(time.perf_counter() - started, 2)
     for entry in results.values():
