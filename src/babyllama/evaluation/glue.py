@@ -107,8 +107,8 @@ def _data_dirs(data_dir) -> list[Path]:
 
 
 def _read_previous(path: Path, model_dir: Path, recipe: Recipe) -> dict[str, dict]:
-    """Task entries of an earlier results file for the same model and recipe (empty when there
-    is none; a file written before recipes existed counts as the one asked for)."""
+    """Task entries of ``recipe``'s tasks in an earlier results file for the same model (empty
+    when there is none)."""
     if not path.is_file():
         return {}
     try:
@@ -120,10 +120,6 @@ def _read_previous(path: Path, model_dir: Path, recipe: Recipe) -> dict[str, dic
     if previous.get("model_dir") != str(model_dir):
         raise UserError(
             f"{path}: holds results of {previous.get('model_dir')}, not {model_dir}; choose another output folder"
-        )
-    if previous.get("recipe", recipe.name) != recipe.name:
-        raise UserError(
-            f"{path}: holds results of the {previous['recipe']} recipe, not {recipe.name}; choose another output folder"
         )
     return {name: entry for name, entry in previous["tasks"].items() if name in recipe.tasks}
 
@@ -227,6 +223,12 @@ def evaluate_glue(
         else:
             raise UserError(problem)
 
+    for other in RECIPES.values():
+        if other.results_file != chosen.results_file and (out_dir / other.results_file).is_file():
+            raise UserError(
+                f"{out_dir / other.results_file}: results of the {other.name} recipe are in this folder; "
+                f"choose another output folder for the {chosen.name} recipe (they would share {PREDICTIONS_FILE})"
+            )
     task_results = _read_previous(out_dir / chosen.results_file, model_dir, chosen)
     todo = []
     for name, found in files.items():
