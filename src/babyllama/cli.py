@@ -116,6 +116,7 @@ def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
     from .io import ensure_writable
     from .pipeline import load_token_data, mark_done
+    from .teachers import check_teacher
     from .tokenizer import load_tokenizer, tokenizer_hash
     from .train import train_stage
 
@@ -133,6 +134,8 @@ def _cmd_train(args, kind: str) -> int:
             raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
         shutil.rmtree(out)
     tokenizer = load_tokenizer(args.tokenizer)
+    for teacher in teachers:
+        check_teacher(teacher, tokenizer, len(tokenizer), stage.train.seq_length)
     ensure_writable(out)
     token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
     metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],

@@ -149,7 +149,8 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
         dtype = DTYPES[d.teacher_precision]
     else:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
-    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device)
+    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device,
+                             seq_length=stage.train.seq_length)
 
     def online_loss(model, input_ids, labels, starts):
         features, weight = student(model, input_ids)
