@@ -25,23 +25,45 @@ from .tokenizer import load_tokenizer, tokenizer_fingerprint
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_teacher_vocabulary(folder: str | Path, student_tokenizer, student_vocab_size: int) -> None:
+    """Refuse a teacher folder whose config cannot be read or whose vocabulary is not the student's.
+
+    Reads only ``config.json`` (through ``AutoConfig``) and the folder's tokenizer, never the
+    weights, so the whole-run check (:mod:`babyllama.preflight`) can call it before training.
+    The vocabulary size must equal ``student_vocab_size``; when both the teacher folder and the
+    student have a tokenizer (``student_tokenizer`` may be ``None`` before it is trained), their
+    token-to-id mappings must be identical.
+    """
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder}: not a model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"teacher {folder}: cannot read its config.json ({first[:160]})") from None
+    vocab = getattr(getattr(config, "text_config", None) or config, "vocab_size", None)
+    if vocab != student_vocab_size:
+        raise UserError(f"teacher {folder}: vocabulary size {vocab} differs from the student's {student_vocab_size}")
+    if student_tokenizer is not None and (folder / "tokenizer_config.json").is_file():
+        teacher_tok = load_tokenizer(folder)
+        if tokenizer_fingerprint(teacher_tok) != tokenizer_fingerprint(student_tokenizer):
+            raise UserError(f"teacher {folder}: its tokenizer differs from the student's "
+                            f"(teacher {len(teacher_tok)} tokens, student {len(student_tokenizer)} tokens)")
+
+
 def load_teachers(dirs: list[str | Path], student_tokenizer, student_vocab_size: int,
                   dtype: torch.dtype, device: torch.device) -> list[torch.nn.Module]:
     """Load and freeze the teachers in ``dirs``; refuse any whose vocabulary differs."""
     if not dirs:
         raise UserError("distill: at least one teacher directory is needed")
-    student_fp = tokenizer_fingerprint(student_tokenizer)
     teachers = []
     for d in dirs:
         d = Path(d)
+        check_teacher_vocabulary(d, student_tokenizer, student_vocab_size)
         model = load_model_dir(d, dtype=dtype)
-        teacher_tok = load_tokenizer(d) if (d / "tokenizer_config.json").is_file() else None
-        vocab = model.config.vocab_size
-        if vocab != student_vocab_size:
-            raise UserError(f"teacher {d}: vocabulary size {vocab} differs from the student's {student_vocab_size}")
-        if teacher_tok is not None and tokenizer_fingerprint(teacher_tok) != student_fp:
-            raise UserError(f"teacher {d}: its tokenizer differs from the student's "
-                            f"(teacher {len(teacher_tok)} tokens, student {len(student_tokenizer)} tokens)")
         model.eval().requires_grad_(False).to(device)
         teachers.append(model)
     return teachers
