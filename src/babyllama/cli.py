@@ -166,6 +166,7 @@ def _cmd_train(args, kind: str) -> int:
     problems = Problems()
     if (out / "stage.json").is_file() and not args.overwrite:
         problems.add(f"{out}: already holds a finished run; use --overwrite to replace it")
+    writable = problems.check(check_writable, out) is not None
     tokenizer = problems.check(load_tokenizer, args.tokenizer)
     problems.check(check_prepared, args.data)
     vocab = len(tokenizer) if tokenizer is not None else None
@@ -173,13 +174,12 @@ def _cmd_train(args, kind: str) -> int:
         for teacher in teachers:
             problems.check(check_teacher, teacher, tokenizer, vocab)
         n_params = problems.check(stage_parameters, stage, vocab)
-        if n_params is not None:
+        if n_params is not None and writable:
             problems.check(check_disk, out, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints),
                            f"training with {stage.train.keep_checkpoints} kept checkpoint(s)")
     if stage.distill.teacher_cache is not None and not (Path(stage.distill.teacher_cache) / "meta.json").is_file():
         problems.add(f"distill.teacher_cache: {stage.distill.teacher_cache} is not a teacher cache (no meta.json); "
                      f"build it with `babyllama teach-cache`")
-    problems.check(check_writable, out)
     problems.raise_if_any()
     if (out / "stage.json").is_file():
         shutil.rmtree(out)

@@ -65,8 +65,9 @@ class Problems:
 # Single checks; each raises UserError with one line
 
 
-def check_writable(folder: str | Path, what: str = "output folder") -> None:
-    """Refuse ``folder`` if it, or the nearest existing folder above it, cannot be written.
+def check_writable(folder: str | Path, what: str = "output folder") -> Path:
+    """Refuse ``folder`` if it, or the nearest existing folder above it, cannot be written; return
+    that existing folder.
 
     Nothing is left behind: the probe is an empty temporary folder, removed at once.
     """
@@ -80,6 +81,7 @@ def check_writable(folder: str | Path, what: str = "output folder") -> None:
         os.rmdir(tempfile.mkdtemp(prefix=".babyllama-probe-", dir=existing))
     except OSError as exc:
         raise UserError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+    return existing
 
 
 def check_corpus(path: str, where: str = "corpus.path") -> None:
@@ -275,7 +277,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         if name not in config.models:
             problems.add(f"--only {name}: no such model in the experiment{_suggest(name, config.models)} "
                          f"(models: {', '.join(config.models)})")
-    problems.check(check_writable, run_dir, "run folder")
+    writable = problems.check(check_writable, run_dir, "run folder") is not None
     if not _prepared(run_dir / "corpus", config.corpus):
         problems.check(check_corpus, config.corpus.path)
     tokenizer = None
@@ -314,7 +316,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         if glue is not None and glue.data:
             for line in glue_problems(glue.data, glue.tasks):
                 problems.add(line)
-    if peak_bytes:
+    if peak_bytes and writable:
         problems.check(check_disk, run_dir, finished_bytes + peak_bytes,
                        f"training {len(names)} model(s) with their checkpoints")
     return problems.lines
