@@ -236,7 +236,7 @@ CASES = [
     ("teach-cache-other-vocabulary", _other_vocab_teacher, lambda ws: TEACH(ws, str(ws / "other")),
      "tokenizer differs from the student's"),
     ("teach-cache-bad-offsets", None, lambda ws: [*TEACH(ws, str(ws / "teacher")), "--offsets", "0,200"],
-     "expected distinct values in [0, --seq-length 128)"),
+     "offsets [0, 200]: expected distinct values in [0, 128)"),
     ("evaluate-unknown-split", None,
      lambda ws: ["evaluate", "loss", str(ws / "teacher"), "--data", str(ws / "prep"), "--splits", "valid,dev"],
      "unknown split 'dev'"),

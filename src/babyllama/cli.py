@@ -222,7 +222,7 @@ def cmd_teach_cache(args) -> int:
     except ValueError:
         problems.add(f"--offsets {args.offsets!r}: expected comma-separated integers")
     if offsets and (len(set(offsets)) != len(offsets) or not all(0 <= o < args.seq_length for o in offsets)):
-        problems.add(f"--offsets {args.offsets}: expected distinct values in [0, --seq-length {args.seq_length})")
+        problems.add(f"--offsets {list(offsets)}: expected distinct values in [0, {args.seq_length}) (--seq-length)")
     for name in ("k", "seq_length", "batch_size"):
         if getattr(args, name) < 1:
             problems.add(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
