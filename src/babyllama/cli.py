@@ -18,6 +18,17 @@ from .preemption import EXIT_PREEMPTED, Preempted
 EXIT_USER_ERROR = 2
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors (unknown option, bad value) are a :class:`UserError`:
+    one ``error: ...`` line and exit code 2 like every other error; the usage is on ``--help``.
+
+    Subparsers are made with the parser's own class, so every subcommand behaves the same.
+    """
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                    help="override a config value (YAML syntax), e.g. --set models.student.train.lr=1e-3; repeatable")
@@ -42,6 +53,7 @@ def cmd_demo(args) -> int:
 
     overrides = [f"run_dir={args.out}"] + args.overrides
     config = load_experiment(shipped_config("demo/experiment.yaml"), overrides)
+    _preflight(config, args)
     return _run(config, args)
 
 
@@ -50,16 +62,28 @@ def cmd_run(args) -> int:
     from .config import load_experiment
 
     config = load_experiment(args.experiment, args.overrides)
+    _preflight(config, args)
     if args.dry_run:
         return _describe(config)
     return _run(config, args)
+
+
+def _only(args) -> list[str] | None:
+    return [] if args.prepare_only else (args.only or None)
+
+
+def _preflight(config, args) -> None:
+    """Check everything the run will need before its first stage (all problems at once)."""
+    from .preflight import preflight_experiment
+
+    preflight_experiment(config, only=_only(args))
 
 
 def _run(config, args) -> int:
     from .pipeline import run_experiment
     from .report import build_report
 
-    only = [] if args.prepare_only else (args.only or None)
+    only = _only(args)
     run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=only)
     if args.prepare_only:
         return 0
@@ -92,10 +116,15 @@ def cmd_prepare(args) -> int:
     """Clean and split a corpus folder (or the built-in corpus)."""
     from .config import CorpusConfig
     from .pipeline import run_prepare
+    from .preflight import Problems, check_corpus, check_writable
 
     config = CorpusConfig(path=args.corpus, builtin_words=args.builtin_words, clean=not args.no_clean,
                           valid_fraction=args.valid_fraction)
     config.validate("prepare")
+    problems = Problems()
+    problems.check(check_corpus, config.path, "--corpus")
+    problems.check(check_writable, args.out)
+    problems.raise_if_any()
     run_prepare(config, Path(args.out), overwrite=args.overwrite)
     return 0
 
@@ -104,19 +133,24 @@ def cmd_tokenizer(args) -> int:
     """Train the byte-level BPE tokenizer on a prepared corpus's training split."""
     from .config import TokenizerConfig
     from .pipeline import run_tokenizer
+    from .preflight import Problems, check_prepared, check_writable
 
     config = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     config.validate("tokenizer")
+    problems = Problems()
+    problems.check(check_prepared, args.data)
+    problems.check(check_writable, args.out)
+    problems.raise_if_any()
     run_tokenizer(config, Path(args.data), Path(args.out), overwrite=args.overwrite)
     return 0
 
 
 def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
-    from .io import ensure_writable
     from .pipeline import load_token_data, mark_done
+    from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
+                            checkpoint_disk_bytes, stage_parameters)
     from .stage_lock import clear_folder, stage_lock
-    from .teachers import check_teacher
     from .tokenizer import load_tokenizer, tokenizer_hash
     from .train import train_stage
 
@@ -129,15 +163,27 @@ def _cmd_train(args, kind: str) -> int:
     stage = from_dict(StageConfig, data, args.config or kind)
     stage.validate(kind)
     out = Path(args.out)
+    problems = Problems()
     if (out / "stage.json").is_file() and not args.overwrite:
-        raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
-    tokenizer = load_tokenizer(args.tokenizer)
-    for teacher in teachers:
-        check_teacher(teacher, tokenizer, len(tokenizer), stage.train.seq_length)
+        problems.add(f"{out}: already holds a finished run; use --overwrite to replace it")
+    writable = problems.check(check_writable, out) is not None
+    tokenizer = problems.check(load_tokenizer, args.tokenizer)
+    problems.check(check_prepared, args.data)
+    vocab = len(tokenizer) if tokenizer is not None else None
+    if vocab is not None:
+        for teacher in teachers:
+            problems.check(check_teacher, teacher, tokenizer, vocab)
+        n_params = problems.check(stage_parameters, stage, vocab)
+        if n_params is not None and writable:
+            problems.check(check_disk, out, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints),
+                           f"training with {stage.train.keep_checkpoints} kept checkpoint(s)")
+    if stage.distill.teacher_cache is not None and not (Path(stage.distill.teacher_cache) / "meta.json").is_file():
+        problems.add(f"distill.teacher_cache: {stage.distill.teacher_cache} is not a teacher cache (no meta.json); "
+                     f"build it with `babyllama teach-cache`")
+    problems.raise_if_any()
     with stage_lock(out):  # a second live job on OUT is refused here, before anything is touched
         if (out / "stage.json").is_file():
             clear_folder(out)
-        ensure_writable(out)
         token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
         metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
                               progress=not args.quiet, overwrite=args.overwrite)
@@ -162,21 +208,39 @@ def cmd_teach_cache(args) -> int:
     import torch
 
     from .pipeline import load_token_data
+    from .preflight import Problems, check_prepared, check_teacher, check_writable
     from .teacher_cache import build_teacher_cache
     from .teachers import DTYPES
     from .tokenizer import load_tokenizer
 
     out = Path(args.out)
+    problems = Problems()
     if out.exists() and not args.overwrite:
-        raise UserError(f"{out}: already exists; use --overwrite to replace it")
+        problems.add(f"{out}: already exists; use --overwrite to replace it")
+    offsets = ()
     try:
         offsets = tuple(int(o) for o in args.offsets.split(","))
     except ValueError:
-        raise UserError(f"--offsets {args.offsets!r}: expected comma-separated integers") from None
-    tokenizer = load_tokenizer(args.tokenizer)
+        problems.add(f"--offsets {args.offsets!r}: expected comma-separated integers")
+    if offsets and (len(set(offsets)) != len(offsets) or not all(0 <= o < args.seq_length for o in offsets)):
+        problems.add(f"--offsets {list(offsets)}: expected distinct values in [0, {args.seq_length}) (--seq-length)")
+    for name in ("k", "seq_length", "batch_size"):
+        if getattr(args, name) < 1:
+            problems.add(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+    if args.temperature <= 0:
+        problems.add(f"--temperature {args.temperature}: expected > 0")
+    tokenizer = problems.check(load_tokenizer, args.tokenizer)
+    teachers = [t for t in args.teachers.split(",") if t]
+    if not teachers:
+        problems.add("--teachers: at least one teacher folder is needed")
+    for teacher in teachers if tokenizer is not None else ():
+        problems.check(check_teacher, teacher, tokenizer, len(tokenizer))
+    problems.check(check_prepared, args.data)
+    problems.check(check_writable, out)
+    problems.raise_if_any()
     data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    meta = build_teacher_cache([Path(t) for t in args.teachers.split(",") if t], data.train.tokens, args.seq_length,
+    meta = build_teacher_cache([Path(t) for t in teachers], data.train.tokens, args.seq_length,
                                out, k=args.k, tokenizer=tokenizer, temperature=args.temperature, offsets=offsets,
                                dtype=DTYPES[args.teacher_precision], batch_size=args.batch_size, seed=args.seed,
                                device=device, progress=not args.quiet)
@@ -193,17 +257,33 @@ def cmd_evaluate_loss(args) -> int:
     from .evaluation.perplexity import evaluate_loss
     from .model import load_model_dir
     from .pipeline import load_token_data
+    from .preflight import Problems, check_model_folder, check_prepared
     from .tokenizer import load_tokenizer
 
+    problems = Problems()
+    splits = [s for s in args.splits.split(",") if s]
+    for split in splits:
+        if split not in ("train", "valid", "test"):
+            problems.add(f"--splits {args.splits}: unknown split {split!r}; expected train, valid or test")
+    if not splits:
+        problems.add("--splits: no split named; expected some of train, valid, test")
+    for name in ("seq_length", "batch_size"):
+        if getattr(args, name) < 1:
+            problems.add(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+    for model_dir in args.model_dir:
+        problems.check(check_model_folder, model_dir)
+        problems.check(load_tokenizer, model_dir)
+    problems.check(check_prepared, args.data)
+    problems.raise_if_any()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for model_dir in args.model_dir:
         tokenizer = load_tokenizer(model_dir)
         model = load_model_dir(model_dir).to(device)
         data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
-        for split in args.splits.split(","):
-            tokens = getattr(data, split, None)
+        for split in splits:
+            tokens = getattr(data, split)
             if tokens is None:
-                print(f"{model_dir} {split}: no such split")
+                print(f"{model_dir} {split}: the prepared corpus has no {split} split")
                 continue
             r = evaluate_loss(model, tokens, args.seq_length, args.batch_size, tokenizer.pad_token_id, device)
             print(f"{model_dir} {split}: loss {r['loss']:.4f} bpb {r['bpb']:.4f} ({r['tokens']:,} tokens)")
@@ -223,7 +303,7 @@ def cmd_download(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="babyllama", description="Pretrain small Llama models, distil students "
+    parser = ArgumentParser(prog="babyllama", description="Pretrain small Llama models, distil students "
                                      "from teacher ensembles and evaluate them as the BabyLM challenge does "
                                      "(BabyLlama-2). Start with `babyllama demo`.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -342,11 +422,12 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)

@@ -382,8 +382,25 @@ def resolve_experiment(data: dict, source: str = "experiment") -> ExperimentConf
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Load, override and validate an experiment file."""
-    data = apply_overrides(load_yaml(path), list(overrides))
+    original = load_yaml(path)
+    data = apply_overrides(original, list(overrides))
+    _check_model_overrides(original, data, list(overrides), str(path))
     return resolve_experiment(data, str(path))
+
+
+def _check_model_overrides(original: dict, data: dict, overrides: list[str], source: str) -> None:
+    """Refuse ``--set models.NAME...`` for a model the file does not have, unless the new entry
+    names its ``kind`` (a misspelt name would otherwise add a model with the default preset)."""
+    known = [str(k) for k in original["models"]] if isinstance(original.get("models"), dict) else []
+    models = {str(k): v for k, v in data["models"].items()} if isinstance(data.get("models"), dict) else {}
+    for item in overrides:
+        parts = item.split("=", 1)[0].strip().split(".")
+        if len(parts) < 2 or parts[0] != "models" or parts[1] in known:
+            continue
+        entry = models.get(parts[1])
+        if not (isinstance(entry, dict) and "kind" in entry):
+            raise UserError(f"--set {item}: {source} has no model {parts[1]!r}{_suggest(parts[1], known)}; "
+                            f"to add one, also set models.{parts[1]}.kind (pretrain or distill)")
 
 
 # --------------------------------------------------------------------------------------------

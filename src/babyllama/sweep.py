@@ -824,6 +824,10 @@ def cmd_sweep(args) -> int:
         study = open_study(sweep, open_storage(sweep), create=False)
         print(best_experiment_text(sweep, study), end="")
         return 0
+    if sweep.file.trials > 0:
+        from .preflight import preflight_sweep
+
+        preflight_sweep(sweep)
     started = time.perf_counter()
     summary = run_sweep(sweep, progress=not args.quiet)
     _log(f"sweep {sweep.study_name}: done in {time.perf_counter() - started:.0f}s; plots: "

@@ -86,10 +86,11 @@ def check_teacher_tokenizer(folder: str | Path, student_tokenizer) -> None:
     """Refuse a teacher whose saved tokenizer maps text to other ids than the student's.
 
     A teacher folder without a tokenizer is accepted (its vocabulary size is checked by
-    :func:`check_teacher_config`).
+    :func:`check_teacher_config`), and so is any teacher while the student has none yet
+    (``student_tokenizer`` is ``None`` when the run has not trained it).
     """
     folder = Path(folder)
-    if not (folder / "tokenizer_config.json").is_file():
+    if student_tokenizer is None or not (folder / "tokenizer_config.json").is_file():
         return
     teacher_tok = load_tokenizer(folder)
     if tokenizer_fingerprint(teacher_tok) != tokenizer_fingerprint(student_tokenizer):
