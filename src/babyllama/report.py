@@ -854,6 +854,9 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> ReportResult:
                "Train time: training wall time.", ""]
     else:
         md += ["No model folders given.", ""]
+    from .word_budget import report_lines
+
+    md += [line for budget in report_lines([Path(d) for d in run_dirs]) for line in (budget, "")]
 
     md += ["## Student margins", ""]
     if not students:

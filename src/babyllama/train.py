@@ -235,7 +235,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
 
     word_saver = WordCheckpointSaver(out_dir, t.word_checkpoints if data.train.word_starts is not None else [],
                                      tokenizer, dump_yaml(stage), save_current_weights, main, log_path)
-    word_saver.start(fresh=resume_from is None)
+    word_saver.start(fresh=resume_from is None, words_seen=state["words"])
     accelerator.wait_for_everyone()
 
     micro = t.batch_size // (t.grad_accum * world)

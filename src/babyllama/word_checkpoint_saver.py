@@ -42,10 +42,12 @@ class WordCheckpointSaver:
         self.log_path = log_path
         self.existing: set[str] = set()
 
-    def start(self, fresh: bool) -> None:
-        """Call once on every process before training: a ``fresh`` start removes the word checkpoints
-        of an earlier run in this folder; a resume keeps them and will not save them again.
-        (Training waits for every process after this, so all see the same folders.)"""
+    def start(self, fresh: bool, words_seen: int) -> None:
+        """Call once on every process before training, with the restored word count: a ``fresh``
+        start removes the word checkpoints of an earlier run in this folder; a resume keeps them,
+        drops the counts it has passed (saved before its resume checkpoint) and will not save the
+        others again. (Training waits for every process after this, so all see the same folders.)"""
+        self.counts = [c for c in self.counts if c > words_seen]
         if fresh:
             if self.is_main and self.root.exists():
                 shutil.rmtree(self.root)
