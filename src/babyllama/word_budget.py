@@ -77,6 +77,14 @@ class Budget:
             out.append(f"{self.total_seen:,} words seen by all models exceed the {self.track} track's {seen_limit:,}")
         return out
 
+    def verdict(self) -> str:
+        """``within budget``, the limits exceeded, or why the budget cannot be checked."""
+        problems = self.problems()
+        unknown = [m.name for m in self.models if m.words_seen is None]
+        if unknown:
+            problems.append(f"not checked: words unknown for {', '.join(unknown)}")
+        return "; ".join(problems) or ("within budget" if self.limits[1] is not None else "no limit declared")
+
     def lines(self) -> list[str]:
         """Human-readable budget: one line per model, then the totals against the track."""
         unique_limit, seen_limit = self.limits
@@ -88,8 +96,7 @@ class Budget:
             seen = "unknown" if m.words_seen is None else f"{m.words_seen:,}"
             rows.append(f"  {m.name}: {seen} words seen ({m.how})")
         unique = "unknown" if self.unique_words is None else f"{self.unique_words:,}"
-        verdict = "; ".join(self.problems()) or ("within budget" if seen_limit is not None else "no limit declared")
-        rows.append(f"  total: {self.total_seen:,} words seen, {unique} unique training words: {verdict}")
+        rows.append(f"  total: {self.total_seen:,} words seen, {unique} unique training words: {self.verdict()}")
         return rows
 
     def summary(self) -> str:
@@ -98,9 +105,8 @@ class Budget:
         seen = f"{self.total_seen:,}" + (f" of {seen_limit:,}" if seen_limit is not None else "")
         unique = ("unknown" if self.unique_words is None else f"{self.unique_words:,}") + (
             f" of {unique_limit:,}" if unique_limit is not None else "")
-        verdict = "; ".join(self.problems()) or ("within budget" if seen_limit is not None else "no limit declared")
         return (f"Word budget (track {self.track}): {seen} words seen by {len(self.models)} models "
-                f"(teachers included), {unique} unique training words: {verdict}.")
+                f"(teachers included), {unique} unique training words: {self.verdict()}.")
 
     def to_json(self) -> dict:
         unique_limit, seen_limit = self.limits
@@ -118,8 +124,9 @@ def _prepared_folder(config: ExperimentConfig, name: str | None) -> Path:
     return run_dir / "corpus" if name is None else run_dir / f"corpus-{name}"
 
 
-def corpus_words(corpus: CorpusConfig, prepared: Path) -> tuple[int, int, str]:
-    """``(train split words, unique words of the *.train files, how they were counted)``."""
+def corpus_words(corpus: CorpusConfig, prepared: Path) -> tuple[int | None, int | None, str]:
+    """``(train split words, unique words of the *.train files, how they were counted)``; the counts
+    are None when the corpus folder does not exist yet."""
     marker, stats_path = prepared / "stage.json", prepared / "prepare.json"
     if marker.is_file() and stats_path.is_file() \
             and json.loads(marker.read_text()).get("config_hash") == config_hash(corpus):
@@ -129,6 +136,8 @@ def corpus_words(corpus: CorpusConfig, prepared: Path) -> tuple[int, int, str]:
     if corpus.path == "builtin":
         unique = corpus.builtin_words
         how = "built-in corpus size"
+    elif not Path(corpus.path).is_dir():
+        return None, None, f"corpus folder {corpus.path} not found"
     else:
         from .data.corpus import discover, read_text
 
@@ -137,8 +146,10 @@ def corpus_words(corpus: CorpusConfig, prepared: Path) -> tuple[int, int, str]:
     return round(unique * (1 - corpus.valid_fraction)), unique, how
 
 
-def _estimate(stage: StageConfig, train_words: int, how: str) -> tuple[int, str]:
+def _estimate(stage: StageConfig, train_words: int | None, how: str) -> tuple[int | None, str]:
     t = stage.train
+    if train_words is None:
+        return None, f"unknown: {how}"
     words = round(train_words * t.epochs)
     text = f"estimate: {train_words:,} training words ({how}) x {t.epochs:g} epochs"
     if t.max_steps is not None and t.max_steps * t.batch_size * t.seq_length < words:
@@ -174,7 +185,8 @@ def experiment_budget(config: ExperimentConfig, measured: bool = True) -> Budget
         models.append(ModelWords(folder, seen, seen is not None,
                                  "from its metrics.json" if seen is not None else "outside the experiment, no "
                                  "words_seen in its metrics.json: not counted"))
-    unique = sum(u for _, u, _ in corpora.values())
+    uniques = [u for _, u, _ in corpora.values()]
+    unique = None if None in uniques else sum(uniques)
     return Budget(track=config.track, unique_words=unique, models=models)
 
 
