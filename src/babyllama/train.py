@@ -304,7 +304,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             state["tokens"] += tokens_per_step
             if data.train.word_starts is not None:
                 state["words"] += chunk_words(data.train.word_starts, batch, t.seq_length)
-                word_saver.after_step(state["words"], state["tokens"], step)
+                for folder in word_saver.after_step(state["words"], state["tokens"], step):
+                    bar.message(f"{name}: {state['words']:,} words seen, saved {folder}")
             log_count += 1
             stop_now = stop_requested(signalled)
 
