@@ -113,10 +113,11 @@ def test_training_saves_loadable_checkpoints_when_words_cross_each_count(tmp_pat
 
 def test_resume_neither_repeats_nor_misses_a_checkpoint(tmp_path, data, monkeypatch):
     tok, token_data, _ = data
-    stage = _stage([1000, 2000, 3000], checkpoint_every=2)
+    stage = _stage([1000, 2000, 3000], checkpoint_every=4)
     cumulative = _words_after_each_step(stage, token_data.train)
     crossed_2k = _crossing(cumulative, 2000)
-    assert _crossing(cumulative, 1000) < crossed_2k - 1  # chck_1K lies before the last resume checkpoint
+    resumed_at = 4 * ((crossed_2k - 1) // 4)  # the last resume checkpoint before the kill
+    assert _crossing(cumulative, 1000) <= resumed_at  # so chck_1K was saved before it, chck_2K after
     after_step = WordCheckpointSaver.after_step
 
     def killed_after_saving_2k(self, *args):
@@ -129,7 +130,7 @@ def test_resume_neither_repeats_nor_misses_a_checkpoint(tmp_path, data, monkeypa
     with pytest.raises(KeyboardInterrupt):
         train_stage("m", stage, tok, token_data, tmp_path / "m", progress=False)
     monkeypatch.setattr(WordCheckpointSaver, "after_step", after_step)
-    assert checkpoints.latest(tmp_path / "m/checkpoints").name == f"step-{2 * ((crossed_2k - 1) // 2):08d}"
+    assert checkpoints.latest(tmp_path / "m/checkpoints").name == f"step-{resumed_at:08d}"
     saved_2k = (tmp_path / "m/word_checkpoints/chck_2K/model.safetensors").stat().st_mtime_ns
     assert [f.name for _, f in list_word_checkpoints(tmp_path / "m")] == ["chck_1K", "chck_2K"]
     metrics = train_stage("m", stage, tok, token_data, tmp_path / "m", progress=False)
