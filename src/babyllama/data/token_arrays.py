@@ -9,7 +9,7 @@ Beside each token array the cache holds a word-start array of the same length (`
 how many corpus words (``str.split`` words of the text) begin at each token, so the words a
 training chunk holds are one sum (:func:`chunk_words`) and word-count checkpoints need no text.
 
-Chunking (DESIGN.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
+Chunking (the paper's, docs/paper-recipe.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
 ``seq_length``, labels the last ``seq_length``); each epoch starts the chunks at a fresh random
 offset in ``[0, seq_length)`` and visits them in a fresh random order. Evaluation chunks start
 at fixed multiples of ``seq_length``, so every token after the first is predicted exactly once.
