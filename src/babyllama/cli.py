@@ -34,6 +34,12 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config value (YAML syntax), e.g. --set models.student.train.lr=1e-3; repeatable")
 
 
+def _add_strict_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict-budget", action="store_true",
+                   help="refuse to train (exit 2) when the estimated words exceed the experiment's track "
+                   "(track: strict-small, 10M unique / 100M seen; strict, 100M / 1000M); default: a warning")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -64,7 +70,11 @@ def cmd_run(args) -> int:
     config = load_experiment(args.experiment, args.overrides)
     _preflight(config, args)
     if args.dry_run:
-        return _describe(config)
+        from .word_budget import enforce, experiment_budget
+
+        _describe(config)
+        enforce(experiment_budget(config), args.strict_budget)
+        return 0
     return _run(config, args)
 
 
@@ -82,11 +92,14 @@ def _preflight(config, args) -> None:
 def _run(config, args) -> int:
     from .pipeline import run_experiment
     from .report import build_report
+    from .word_budget import enforce, experiment_budget, write_budget
 
+    enforce(experiment_budget(config), args.strict_budget)
     only = _only(args)
     run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=only)
     if args.prepare_only:
         return 0
+    print(write_budget(config).summary())
     run_dir = Path(config.run_dir)
     report = build_report([run_dir], run_dir / "report")
     print(report.table)
@@ -315,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
     p.add_argument("--prepare-only", action="store_true", help="stop after the corpus, tokenizer and token arrays")
+    _add_strict_budget(p)
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_demo)
@@ -323,12 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every stage of EXPERIMENT.yaml in order; finished stages with the same "
                        "resolved config are skipped and an interrupted training stage resumes from its checkpoint.")
     p.add_argument("experiment", help="experiment YAML file (see configs/)")
-    p.add_argument("--dry-run", action="store_true", help="validate, print each model and its parameter count, exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print each model, its parameter count and the word budget, exit")
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL",
                    help="train and evaluate only this model (repeatable); other jobs may train the rest")
     p.add_argument("--prepare-only", action="store_true",
                    help="stop after the corpus, tokenizer and token arrays (run once before parallel --only jobs)")
+    _add_strict_budget(p)
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_run)
@@ -409,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output corpus folder")
     p.set_defaults(func=cmd_download)
 
-    from . import report, sweep
+    from . import push, report, sweep
 
+    push.add_parser(sub)
     report.add_parser(sub)
     sweep.add_parser(sub)
     return parser

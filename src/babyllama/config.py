@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .word_checkpoints import DEFAULT_WORD_COUNTS, check_word_counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,6 +102,8 @@ class TrainConfig:
     ``batch_size`` is the global batch per optimizer step (sequences), split over
     ``grad_accum`` micro-steps and over processes. ``epochs`` may be fractional; ``max_steps``
     caps the number of optimizer steps (the schedule is laid out over the capped length).
+    ``word_checkpoints``: corpus words seen at which a model folder is saved under
+    ``word_checkpoints/chck_{N}M`` (default: the BabyLM 2025 schedule 1M..10M, 20M..100M).
     """
 
     seq_length: int = 128
@@ -123,6 +126,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 1
     seed: int = 0
+    word_checkpoints: list[int] = field(default_factory=lambda: list(DEFAULT_WORD_COUNTS))
 
     def validate(self, where: str) -> None:
         _check(self.seq_length > 0, where, "seq_length", self.seq_length, "> 0")
@@ -146,6 +150,7 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, where, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         _check(self.log_every > 0, where, "log_every", self.log_every, "> 0")
         _check(self.eval_batch_size > 0, where, "eval_batch_size", self.eval_batch_size, "> 0")
+        check_word_counts(self.word_checkpoints, f"{where}.word_checkpoints")
 
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -247,7 +252,10 @@ class EvaluationConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One experiment file: shared data and defaults, then a table of models."""
+    """One experiment file: shared data and defaults, then a table of models.
+
+    ``track``: the BabyLM word budget the experiment declares (:mod:`babyllama.word_budget`).
+    """
 
     name: str = "experiment"
     run_dir: str = "runs/experiment"
@@ -255,8 +263,12 @@ class ExperimentConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     models: dict[str, StageConfig] = field(default_factory=dict)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    track: str = "none"
 
     def validate(self) -> None:
+        from .word_budget import TRACKS
+
+        _check(self.track in TRACKS, "experiment", "track", self.track, f"one of {', '.join(TRACKS)}")
         self.corpus.validate("corpus")
         self.tokenizer.validate("tokenizer")
         if not self.models:

@@ -465,6 +465,7 @@ def trial_experiment(sweep: Sweep, values: dict[str, Any], number: int, teacher_
     """The one-model experiment a trial runs: the tuned stage with ``values``, teachers as folders."""
     stage = _stage_with(sweep.base, sweep.stage, values)
     stage["teachers"] = [str(p.resolve()) for p in teacher_dirs]
+    stage["train"]["word_checkpoints"] = []  # a trial is a search point, not a submission: no chck_* folders
     data = copy.deepcopy(sweep.experiment_data)
     data.update(name=f"{sweep.study_name}-trial-{number:04d}", run_dir=str(trial_dir(sweep, number)),
                 models={sweep.stage: stage})

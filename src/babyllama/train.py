@@ -30,7 +30,8 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from .config import StageConfig, config_hash, dump_yaml
-from .data.token_arrays import TokenSplit, epoch_chunk_starts, gather_chunks, require_tokens, chunks_per_epoch
+from .data.token_arrays import (TokenSplit, chunk_words, epoch_chunk_starts, gather_chunks, require_tokens,
+                                chunks_per_epoch)
 from .errors import UserError
 from .evaluation.perplexity import evaluate_loss
 from . import checkpoints
@@ -41,6 +42,7 @@ from .preemption import Preempted, stop_on_signals
 from .progress import Progress
 from .teacher_cache import cache_epoch_starts, load_teacher_cache
 from .teachers import DTYPES, ensemble_targets, load_teachers
+from .word_checkpoint_saver import WordCheckpointSaver
 
 SCHEDULER_NAMES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
@@ -202,7 +204,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     best_dir = ckpt_root / "best"
     log_path = out_dir / "metrics.jsonl"
     chash = config_hash({"stage": stage, "vocab": config.vocab_size, "tokens": len(data.train)})
-    state = {"step": 0, "tokens": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
+    state = {"step": 0, "tokens": 0, "words": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
              "config_hash": chash}
     resume_from = checkpoints.latest(ckpt_root)
     if resume_from is not None and checkpoints.read_state(resume_from).get("config_hash") != chash:
@@ -222,6 +224,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
         if main:
             append_jsonl(log_path, {"event": "resume", "step": state["step"], "tokens": state["tokens"],
+                                    "words_seen": state["words"],
                                     "checkpoint": str(resume_from), "time_s": state["train_time_s"]})
     elif main:
         ensure_writable(out_dir)
@@ -229,6 +232,16 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             log_path.unlink()
     if main:
         atomic_write_text(out_dir / "resolved_config.yaml", dump_yaml(stage))
+
+    def save_current_weights(folder: Path | None) -> None:
+        weights = accelerator.get_state_dict(model)  # collective under FSDP / ZeRO-3
+        if folder is not None:
+            accelerator.unwrap_model(model).save_pretrained(folder, state_dict=weights)
+
+    word_saver = WordCheckpointSaver(out_dir, t.word_checkpoints if data.train.word_starts is not None else [],
+                                     tokenizer, dump_yaml(stage), save_current_weights, main, log_path)
+    word_saver.start(fresh=resume_from is None, words_seen=state["words"])
+    accelerator.wait_for_everyone()
 
     micro = t.batch_size // (t.grad_accum * world)
     tokens_per_step = t.batch_size * t.seq_length
@@ -294,6 +307,10 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step = step + 1
             state["tokens"] += tokens_per_step
+            if data.train.word_starts is not None:
+                state["words"] += chunk_words(data.train.word_starts, batch, t.seq_length)
+                for folder in word_saver.after_step(state["words"], state["tokens"], step):
+                    bar.message(f"{name}: {state['words']:,} words seen, saved {folder}")
             log_count += 1
             stop_now = stop_requested(signalled)
 
@@ -304,7 +321,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                                     f"checkpoint is kept in {ckpt_root}")
                 elapsed = time.perf_counter() - log_start
                 record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                          "tokens": state["tokens"], "loss": sums[0].item(), "ce": sums[1].item()}
+                          "tokens": state["tokens"], "words_seen": state["words"], "loss": sums[0].item(),
+                          "ce": sums[1].item()}
                 if stage.kind == "distill":
                     record["kd"] = sums[2].item()
                 record.update(lr=scheduler.get_last_lr()[0], grad_norm=sums[3].item(),
@@ -334,7 +352,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                             accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=weights)
                 if main:
                     append_jsonl(log_path, {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                                            "tokens": state["tokens"], "val_loss": result["loss"],
+                                            "tokens": state["tokens"], "words_seen": state["words"],
+                                            "val_loss": result["loss"],
                                             "val_bpb": result["bpb"], "best": best, "time_s": state["train_time_s"]})
                 bar.message(f"{name}: step {step} val_loss {result['loss']:.4f} bpb {result['bpb']:.4f}"
                             + (" (best)" if best else ""))
@@ -359,7 +378,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     valid = evaluate(data.valid, best_model)
     test = evaluate(data.test, best_model) if data.test is not None and len(data.test) > 1 else None
     metrics = {"name": name, "kind": stage.kind, "teachers": [str(x) for x in stage.teachers],
-               "parameters": n_params, "tokens_seen": state["tokens"], "steps": state["step"],
+               "parameters": n_params, "tokens_seen": state["tokens"],
+               "words_seen": state["words"] if data.train.word_starts is not None else None, "steps": state["step"],
                "best_step": state["best_step"], "stopped_early": stopped,
                "val_loss": valid["loss"], "val_bpb": valid["bpb"],
                "test_loss": test["loss"] if test else None, "test_bpb": test["bpb"] if test else None,
