@@ -116,7 +116,7 @@ def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
     from .io import ensure_writable
     from .pipeline import load_token_data, mark_done
-    from .tokenizer import load_tokenizer, tokenizer_hash
+    from .tokenizer import for_encoding, load_tokenizer, tokenizer_hash
     from .train import train_stage
 
     data = load_yaml(args.config) if args.config else {}
@@ -132,9 +132,10 @@ def _cmd_train(args, kind: str) -> int:
         if not args.overwrite:
             raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
         shutil.rmtree(out)
-    tokenizer = load_tokenizer(args.tokenizer)
+    encoding = stage.tokenizer.encoding if stage.tokenizer is not None else "per_line_prefix_space"
+    tokenizer = for_encoding(load_tokenizer(args.tokenizer), encoding, f"--tokenizer {args.tokenizer}")
     ensure_writable(out)
-    token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+    token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"), encoding)
     metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
                           progress=not args.quiet, overwrite=args.overwrite)
     mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
