@@ -55,7 +55,7 @@ class CorpusConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Byte-level BPE settings (DESIGN.md); ``path`` reuses an existing tokenizer folder.
+    """Byte-level BPE settings (docs/paper-recipe.md); ``path`` reuses an existing tokenizer folder.
 
     ``encoding``: how text becomes training tokens, and how the saved tokenizer encodes:
     ``per_line_prefix_space`` (ours: each line with a prefix space) or ``reference_whole_file``
@@ -118,7 +118,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """The training recipe (defaults: the paper's, DESIGN.md).
+    """The training recipe (defaults: the paper's, docs/paper-recipe.md).
 
     ``batch_size`` is the global batch per optimizer step (sequences), split over
     ``grad_accum`` micro-steps and over processes. ``epochs`` may be fractional; ``max_steps``

@@ -115,8 +115,9 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
     to :func:`~babyllama.losses.chunked_lm_loss` with its output projection (under FSDP or
     DeepSpeed, whose sharded projection cannot be called outside the model's forward, the logits
     are formed and passed instead). Pretraining: cross-entropy. Distillation: from the frozen
-    teachers run on the same inputs (in :func:`~babyllama.teachers.teacher_dtype`), or, with ``distill.teacher_cache``, from the sampled targets of that cache
-    (checked against ``teacher_dirs`` and ``train_tokens``, the training array).
+    teachers run on the same inputs (in :func:`~babyllama.teachers.teacher_dtype`), or, with
+    ``distill.teacher_cache``, from the sampled targets of that cache (checked against
+    ``teacher_dirs`` and ``train_tokens``, the training array).
     """
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     no_logits = torch.zeros(0, dtype=torch.long, device=accelerator.device)
@@ -149,7 +150,8 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
 
         return StageLoss(cached_loss, cache.offsets)
     teachers = load_teachers(teacher_dirs, tokenizer, vocab_size,
-                             teacher_dtype(d.teacher_precision, accelerator.mixed_precision), accelerator.device)
+                             teacher_dtype(d.teacher_precision, accelerator.mixed_precision), accelerator.device,
+                             seq_length=stage.train.seq_length)
 
     def online_loss(model, input_ids, labels, starts):
         features, weight = student(model, input_ids)
@@ -200,7 +202,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     if stage.kind == "distill" and not val_teachers:
         val_teachers = load_teachers(teacher_dirs, tokenizer, config.vocab_size,
                                      teacher_dtype(stage.distill.teacher_precision, accelerator.mixed_precision),
-                                     accelerator.device)
+                                     accelerator.device, seq_length=t.seq_length)
     select_key = "distill_loss" if t.select_on == "val_distill_loss" else "loss"
 
     # ---- files and resume state
@@ -226,6 +228,9 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
         if main and log_path.is_file():
             kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= state["step"]]
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if main:
+            append_jsonl(log_path, {"event": "resume", "step": state["step"], "tokens": state["tokens"],
+                                    "checkpoint": str(resume_from), "time_s": state["train_time_s"]})
     elif main:
         ensure_writable(out_dir)
         if log_path.exists():

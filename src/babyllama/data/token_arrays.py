@@ -7,7 +7,7 @@ concatenated into one flat array: ``uint16`` when the vocabulary fits, else ``ui
 ``BabylmDataset``; the tokenizer then has no prefix space, see :func:`~babyllama.tokenizer.for_encoding`).
 The cache key hashes the tokenizer, the encoding and the text, so any change is re-encoded.
 
-Chunking (DESIGN.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
+Chunking (the paper's, docs/paper-recipe.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
 ``seq_length``, labels the last ``seq_length``); each epoch starts the chunks at a fresh random
 offset in ``[0, seq_length)`` and visits them in a fresh random order (``per_epoch_offset``), or
 each chunk gets its own random offset (``per_sample_offset``, the authors' ``random_chunk``:
