@@ -248,3 +248,31 @@ def test_selection_keeps_a_different_checkpoint_when_the_losses_disagree(tmp_pat
         kept[rule] = metrics["best_step"]
         assert all("val_kd" in r for r in evals)
     assert kept["val_loss"] < kept["val_distill_loss"]
+
+
+def test_the_authors_options_run_through_the_pipeline(tmp_path):
+    """Every option of strict_small.yaml on a tiny experiment (one teacher, one student)."""
+    from babyllama.config import resolve_experiment
+    from babyllama.pipeline import run_experiment
+
+    from conftest import tiny_experiment
+
+    corpus = write_corpus(tmp_path / "corpus")
+    (corpus / "synthetic_a.train").write_text((corpus / "synthetic_a.train").read_text().replace(" .\n", " .\n\n"))
+    data = tiny_experiment(corpus, tmp_path / "run", chunk_sampling="per_sample_offset")
+    data["corpus"]["keep_blank_lines"] = True
+    data["tokenizer"].update(encoding="reference_whole_file", training_text="whole_train_files", byte_alphabet=False)
+    data["models"] = {"teacher1": data["models"]["teacher1"],
+                      "student": {"kind": "distill", "teachers": ["teacher1"],
+                                  "train": {"seed": 3, "select_on": "val_distill_loss"}}}
+    results = run_experiment(resolve_experiment(data), progress=False, evaluate=False)
+    student = tmp_path / "run" / "student"
+    evals = [r for r in map(json.loads, (student / "metrics.jsonl").read_text().splitlines()) if r["event"] == "eval"]
+    values = {r["step"]: r["val_distill_loss"] for r in evals}
+    assert results["student"]["best_step"] == min(values, key=values.get)
+    train_text = (tmp_path / "run" / "corpus" / "train" / "synthetic_a.txt").read_text()
+    assert "\n\n" in train_text  # blank lines kept
+    ids = load_tokenizer(student)(train_text, add_special_tokens=False)["input_ids"]
+    cached = [np.load(p) for p in (tmp_path / "run" / "cache").glob("*.npy")]
+    assert any(np.asarray(a[:len(ids)]).tolist() == ids for a in cached)  # the model folder encodes as training did
+    assert load_tokenizer(student).tokenize("the dog")[0] == "the"  # no prefix space
