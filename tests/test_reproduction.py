@@ -150,6 +150,14 @@ def test_option_values_are_validated():
     for key, value in (("encoding", "whole_file"), ("training_text", "all")):
         with pytest.raises(UserError, match=f"tokenizer.{key}: got '{value}'"):
             TokenizerConfig(**{key: value}).validate("tokenizer")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from babyllama.tokenizer import wrap
+
+    words = Tokenizer(models.WordLevel({"<unk>": 0, "dog": 1}, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    with pytest.raises(UserError, match="tokenizer.path x: encoding reference_whole_file needs a byte-level BPE"):
+        for_encoding(wrap(words), "reference_whole_file", "tokenizer.path x")
 
 
 def test_fp16_keeps_float32_teacher_weights():
