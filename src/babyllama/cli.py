@@ -164,7 +164,7 @@ def _cmd_train(args, kind: str) -> int:
     from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
                             checkpoint_disk_bytes, stage_parameters)
     from .stage_lock import clear_folder, stage_lock
-    from .tokenizer import load_tokenizer, tokenizer_hash
+    from .tokenizer import for_encoding, load_tokenizer, tokenizer_hash
     from .train import train_stage
 
     data = load_yaml(args.config) if args.config else {}
@@ -180,7 +180,10 @@ def _cmd_train(args, kind: str) -> int:
     if (out / "stage.json").is_file() and not args.overwrite:
         problems.add(f"{out}: already holds a finished run; use --overwrite to replace it")
     writable = problems.check(check_writable, out) is not None
+    encoding = stage.tokenizer.encoding if stage.tokenizer is not None else "per_line_prefix_space"
     tokenizer = problems.check(load_tokenizer, args.tokenizer)
+    if tokenizer is not None:
+        tokenizer = problems.check(for_encoding, tokenizer, encoding, f"--tokenizer {args.tokenizer}")
     problems.check(check_prepared, args.data)
     vocab = len(tokenizer) if tokenizer is not None else None
     if vocab is not None:
@@ -197,7 +200,8 @@ def _cmd_train(args, kind: str) -> int:
     with stage_lock(out):  # a second live job on OUT is refused here, before anything is touched
         if (out / "stage.json").is_file():
             clear_folder(out)
-        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"),
+                                     encoding)
         metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
                               progress=not args.quiet, overwrite=args.overwrite)
         mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))

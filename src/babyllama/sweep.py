@@ -451,7 +451,7 @@ def prepare_shared(sweep: Sweep, progress: bool) -> SharedInputs:
         own = run_prepare(stage.corpus, shared / f"corpus-{sweep.stage}") if stage.corpus else prepared
         if stage.tokenizer is not None:
             tokenizer = run_tokenizer(stage.tokenizer, own, shared / f"tokenizer-{sweep.stage}")
-        data = load_token_data(own, tokenizer, shared / "cache")
+        data = load_token_data(own, tokenizer, shared / "cache", (stage.tokenizer or config.tokenizer).encoding)
     teacher_dirs = [Path(sweep.file.teachers[t]) if t in sweep.file.teachers
                     else (shared / t if t in config.models else Path(t)) for t in stage.teachers]
     return SharedInputs(tokenizer=tokenizer, data=data, teacher_dirs=teacher_dirs)

@@ -130,6 +130,19 @@ def check_teacher_head(folder: str | Path, teacher: torch.nn.Module) -> None:
                         f"({type(teacher).__name__}, e.g. a scaled or soft-capped head); not supported as a teacher")
 
 
+def teacher_dtype(teacher_precision: str, mixed_precision: str) -> torch.dtype:
+    """The dtype of the frozen teachers' weights (``distill.teacher_precision``).
+
+    An explicit dtype wins. ``same`` follows the student's compute: bfloat16 under ``bf16``;
+    float32 under ``fp16``, as in the authors' code (teachers loaded in float32 and run under the
+    Trainer's fp16 autocast, so their matmuls run in fp16 while norms and softmax stay float32,
+    out of fp16's range limits); float32 without mixed precision.
+    """
+    if teacher_precision != "same":
+        return DTYPES[teacher_precision]
+    return torch.bfloat16 if mixed_precision == "bf16" else torch.float32
+
+
 def load_teachers(dirs: list[str | Path], student_tokenizer, student_vocab_size: int,
                   dtype: torch.dtype, device: torch.device, seq_length: int | None = None) -> list[torch.nn.Module]:
     """Check every teacher in ``dirs`` (:func:`check_teacher`), then load and freeze them."""

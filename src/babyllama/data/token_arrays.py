@@ -2,8 +2,10 @@
 
 A split's text files are encoded line by line (``line + "\\n"``, so newlines are tokens and the
 decoded array reproduces the text) with the Rust tokenizer's parallel batch encoder, and
-concatenated into one flat array: ``uint16`` when the vocabulary fits, else ``uint32``. The
-cache key hashes the tokenizer and the text, so a changed tokenizer or corpus is re-encoded.
+concatenated into one flat array: ``uint16`` when the vocabulary fits, else ``uint32``. With
+``encoding="reference_whole_file"`` each file is encoded as one string instead (the authors'
+``BabylmDataset``; the tokenizer then has no prefix space, see :func:`~babyllama.tokenizer.for_encoding`).
+The cache key hashes the tokenizer, the encoding and the text, so any change is re-encoded.
 
 Beside each token array the cache holds a word-start array of the same length (``{key}.words.npy``):
 how many corpus words (``str.split`` words of the text) begin at each token, so the words a
@@ -11,8 +13,10 @@ training chunk holds are one sum (:func:`chunk_words`) and word-count checkpoint
 
 Chunking (the paper's, docs/paper-recipe.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
 ``seq_length``, labels the last ``seq_length``); each epoch starts the chunks at a fresh random
-offset in ``[0, seq_length)`` and visits them in a fresh random order. Evaluation chunks start
-at fixed multiples of ``seq_length``, so every token after the first is predicted exactly once.
+offset in ``[0, seq_length)`` and visits them in a fresh random order (``per_epoch_offset``), or
+each chunk gets its own random offset (``per_sample_offset``, the authors' ``random_chunk``:
+neighbouring windows may overlap or leave gaps). Evaluation chunks start at fixed multiples of
+``seq_length``, so every token after the first is predicted exactly once.
 """
 
 from __future__ import annotations
@@ -104,10 +108,17 @@ def chunk_words(word_starts: np.ndarray, starts: np.ndarray, seq_length: int) ->
     return int(word_starts[index].sum(dtype=np.int64))
 
 
-def encode_split(tokenizer, files: list[Path], cache_dir: str | Path) -> TokenSplit:
-    """Encode ``files`` (or load them from ``cache_dir``) into a :class:`TokenSplit`."""
+def encode_split(tokenizer, files: list[Path], cache_dir: str | Path,
+                 encoding: str = "per_line_prefix_space") -> TokenSplit:
+    """Encode ``files`` (or load them from ``cache_dir``) into a :class:`TokenSplit`.
+
+    ``encoding``: ``per_line_prefix_space`` encodes every line plus its newline separately;
+    ``reference_whole_file`` encodes each file's text as one string.
+    """
     cache_dir = Path(cache_dir)
     digest = hashlib.sha256(tokenizer_fingerprint(tokenizer).encode())
+    if encoding != "per_line_prefix_space":  # the default's key is unchanged, so old caches stay valid
+        digest.update(encoding.encode())
     for path in files:
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -123,15 +134,23 @@ def encode_split(tokenizer, files: list[Path], cache_dir: str | Path) -> TokenSp
     pieces: list[np.ndarray] = []
     word_pieces: list[np.ndarray] = []
     n_bytes = 0
-    for path in files:
-        lines = [line + "\n" for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        n_bytes += sum(len(line.encode("utf-8")) for line in lines)
-        for start in range(0, len(lines), ENCODE_BATCH_LINES):
-            batch = lines[start:start + ENCODE_BATCH_LINES]
-            encodings = backend.encode_batch_fast(batch, add_special_tokens=False)
-            ids = [np.asarray(e.ids, dtype=dtype) for e in encodings]
-            pieces.extend(ids)
-            word_pieces.append(word_start_counts(tables, batch, ids))
+    if encoding == "reference_whole_file":
+        texts = [path.read_text(encoding="utf-8") for path in files]
+        n_bytes = sum(len(text.encode("utf-8")) for text in texts)
+        encodings = backend.encode_batch_fast(texts, add_special_tokens=False)  # parallel over files
+        pieces = [np.asarray(e.ids, dtype=dtype) for e in encodings]
+        word_pieces.append(word_start_counts(tables, texts, pieces))
+    elif encoding == "per_line_prefix_space":
+        for path in files:
+            lines = [line + "\n" for line in path.read_text(encoding="utf-8").splitlines()]
+            n_bytes += sum(len(line.encode("utf-8")) for line in lines)
+            for start in range(0, len(lines), ENCODE_BATCH_LINES):
+                batch = lines[start:start + ENCODE_BATCH_LINES]
+                ids = [np.asarray(e.ids, dtype=dtype) for e in backend.encode_batch_fast(batch, add_special_tokens=False)]
+                pieces.extend(ids)
+                word_pieces.append(word_start_counts(tables, batch, ids))
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}")
     tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
     word_starts = np.concatenate(word_pieces) if word_pieces else np.zeros(0, dtype=np.int64)
     word_starts = word_starts.astype(np.min_scalar_type(int(word_starts.max(initial=0))))
@@ -151,14 +170,22 @@ def chunks_per_epoch(n_tokens: int, seq_length: int) -> int:
     return max(0, (n_tokens - seq_length) // seq_length)
 
 
-def epoch_chunk_starts(n_tokens: int, seq_length: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_chunk_starts(n_tokens: int, seq_length: int, seed: int, epoch: int,
+                       sampling: str = "per_epoch_offset") -> np.ndarray:
     """Start positions ``(chunks_per_epoch,)`` of epoch ``epoch``'s chunks, in visiting order.
 
-    Depends only on ``(seed, epoch)``, so a resumed run rebuilds the same order.
+    ``per_epoch_offset``: one offset in ``[0, seq_length)`` for the epoch, windows disjoint;
+    ``per_sample_offset``: chunk ``i`` of the permuted order starts at ``i * seq_length`` plus its
+    own offset, as the authors' ``BabylmDataset.__getitem__`` draws ``randrange(seq_length)`` per
+    sample. Depends only on ``(seed, epoch)``, so a resumed run rebuilds the same order.
     """
     rng = np.random.default_rng([seed, epoch])
-    offset = int(rng.integers(0, seq_length))
     n = chunks_per_epoch(n_tokens, seq_length)
+    if sampling == "per_sample_offset":
+        return rng.permutation(n).astype(np.int64) * seq_length + rng.integers(0, seq_length, size=n)
+    if sampling != "per_epoch_offset":
+        raise ValueError(f"unknown chunk sampling {sampling!r}")
+    offset = int(rng.integers(0, seq_length))
     return offset + rng.permutation(n).astype(np.int64) * seq_length
 
 
