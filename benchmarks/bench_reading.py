@@ -1,0 +1,121 @@
+"""Benchmark: the BabyLM 2025 reading task, babyllama vs the 2025 pipeline's algorithm, same model and data.
+
+The pipeline's causal reading scorer (SCORING.md section 6) runs the model once per sub-token of
+every target word, at batch size 1, for each row's word and again for its previous word: the
+context is tokenised and run, the first sub-token's probability read at the last position; each
+further sub-token's context is the context text plus the decoded earlier sub-tokens, re-tokenised
+and run again. :func:`pipeline_surprisals` implements exactly that (written from SCORING.md, not
+copied). ``babyllama.evaluation.reading`` asks the same probabilities of the same token sequences,
+but answers all queries whose sequence is a prefix of another's from one forward pass, batched.
+
+Times the surprisal computation of both on the staged ``reading_data.csv`` (1,726 rows), checks the
+largest surprisal difference and that both give the same eye-tracking and self-paced-reading
+scores, and prints one JSON line per measurement plus a final line with the speed ratio.
+
+Model: the random ~14M-parameter Llama with a 16000-token BPE tokenizer of
+``bench_zero_shot.py`` (built once, cached in --work-dir).
+
+    python benchmarks/bench_reading.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def pipeline_probability(model, tokenizer, context: str, word: str) -> float:
+    """p(word | context) the 2025 pipeline's way: one batch-1 forward pass per sub-token, product of softmaxes."""
+    def next_prob(text: str, piece_id: int) -> float:
+        inputs = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**inputs).logits[0, -1]
+        return torch.softmax(logits, dim=-1)[piece_id].item()
+
+    target = tokenizer(word, add_special_tokens=False)["input_ids"]
+    probs = [next_prob(context, target[0])]
+    text = context + tokenizer.decode([target[0]])
+    for token in target[1:]:
+        piece = tokenizer.decode([token])
+        probs.append(next_prob(text, tokenizer(piece, add_special_tokens=False)["input_ids"][0]))
+        text += piece
+    return float(np.prod(probs))
+
+
+def pipeline_surprisals(model, tokenizer, df) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``prev_pred`` for every row, row by row as the pipeline loops."""
+    pred, prev = [], []
+    for item, word, prev_item, prev_word in zip(df["item"], df["word"], df["prev_item"], df["prev_word"]):
+        pred.append(-math.log(pipeline_probability(model, tokenizer, item, word)))
+        if isinstance(prev_item, str):
+            prev.append(-math.log(pipeline_probability(model, tokenizer, prev_item, prev_word)))
+        else:
+            prev.append(float("nan"))
+    return np.array(pred), np.array(prev)
+
+
+def main() -> None:
+    from bench_zero_shot import build_model
+
+    from babyllama.evaluation.reading import find_reading_file, load_reading, reading_scores, surprisals
+    from babyllama.evaluation.zero_shot import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/babyllama-bench-zero-shot"))
+    parser.add_argument("--data", type=Path, default=DATA / "babylm_eval_2025" / "reading")
+    parser.add_argument("--text", type=Path, default=DATA / "babylm_text_2023_partial" / "train_10M")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model_dir = build_model(args.work_dir, args.text)
+    model, tokenizer, _ = load_model(model_dir, device="cpu")
+    df = load_reading(find_reading_file(args.data))
+    has_prev = [isinstance(p, str) for p in df["prev_item"]]
+    pairs = list(zip(df["item"], df["word"]))
+    prev_pairs = [(p, w) for p, w, h in zip(df["prev_item"], df["prev_word"], has_prev) if h]
+
+    start = time.perf_counter()
+    values, passes, queries = surprisals(model, tokenizer, pairs + prev_pairs, batch_size=args.batch_size)
+    ours_s = time.perf_counter() - start
+    ours_pred = values[: len(pairs)]
+    ours_prev = np.full(len(pairs), np.nan)
+    ours_prev[np.flatnonzero(has_prev)] = values[len(pairs):]
+    print(json.dumps({"impl": "babyllama", "batch_size": args.batch_size, "seconds": round(ours_s, 2),
+                      "forward_passes": passes, "model_queries": queries}), flush=True)
+
+    start = time.perf_counter()
+    ref_pred, ref_prev = pipeline_surprisals(model, tokenizer, df)
+    ref_s = time.perf_counter() - start
+    pipeline_passes = sum(  # one pass per sub-token of every scored (context, word)
+        len(tokenizer(w, add_special_tokens=False)["input_ids"]) for _, w in pairs + prev_pairs)
+    print(json.dumps({"impl": "pipeline algorithm", "batch_size": 1, "seconds": round(ref_s, 2),
+                      "forward_passes": pipeline_passes}), flush=True)
+
+    both = np.concatenate([ours_pred, ours_prev[np.array(has_prev)]])
+    ref = np.concatenate([ref_pred, ref_prev[np.array(has_prev)]])
+    ours_scores = reading_scores(df.assign(pred=ours_pred, prev_pred=ours_prev))
+    ref_scores = reading_scores(df.assign(pred=ref_pred, prev_pred=ref_prev))
+    print(json.dumps({
+        "rows": len(df), "max_abs_surprisal_diff": float(np.max(np.abs(both - ref))),
+        "eye_tracking": [round(ours_scores["eye_tracking"], 6), round(ref_scores["eye_tracking"], 6)],
+        "self_paced_reading": [round(ours_scores["self_paced_reading"], 6), round(ref_scores["self_paced_reading"], 6)],
+        "speedup": round(ref_s / ours_s, 1), "threads": args.threads,
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
