@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()), REPO.parent / "shared" / "data")
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -81,6 +81,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    if not any(args.text.glob("*.gz")):
+        raise SystemExit(f"{args.text}: no *.gz text files to train the benchmark tokenizer on")
     model_dir = build_model(args.work_dir, args.text)
     model, tokenizer, _ = load_model(model_dir, device="cpu")
     df = load_reading(find_reading_file(args.data))

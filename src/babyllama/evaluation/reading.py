@@ -56,7 +56,7 @@ SETTINGS = {
                  "them (context re-tokenised with the decoded earlier sub-tokens appended as text)",
     "context_tokens": "tokenizer(item) with the tokenizer's default special tokens; prediction read at its last position",
     "word_tokens": "tokenizer(word, add_special_tokens=False); no leading space added",
-    "missing_context": "item read as missing by pandas (the word 'None') is refilled with 'None'; prev_item is not",
+    "missing_context": "item read as missing by pandas (the word 'None', row 320) is refilled with 'None'; prev_item is not, so a previous context 'None' counts as no previous word (prev_pred NaN)",
     "prev_pred": "surprisal of (prev_item, prev_word); NaN (null in predictions.json) without a previous item",
     "eye_tracking_score": "mean over RTfirstfix, RTfirstpass, RTgopast, RTrightbound of "
                           "100 * (R2_model - R2_base) / (1 - R2_base); base: Subtlex_log10 + length + context_length "
