@@ -83,7 +83,7 @@ def _fit(x: np.ndarray, y: np.ndarray, p0: list[float], bounds=None) -> np.ndarr
         warnings.simplefilter("ignore", OptimizeWarning)  # covariance not estimable: the fit itself stands
         try:
             popt, _ = curve_fit(sigmoid, x, y, p0=p0, maxfev=1000, **kwargs)
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError, TypeError):  # no convergence, non-finite values, fewer points than 4
             return None
     return popt
 
@@ -271,7 +271,7 @@ def summarise(entries: list[dict], human: dict[str, float] | None) -> dict:
         return out
     both = [(w, a, human[w]) for w, a in model.items() if a is not None and not math.isnan(human.get(w, math.nan))]
     out["n_words"] = len(both)
-    out["words"] = [w for w, _, _ in both]
+    out["scored_words"] = [w for w, _, _ in both]
     if len(both) < MIN_POINTS:
         out["curve_fitness"] = 0.0
         out["message"] = f"only {len(both)} words have both a model and a child AoA; the pipeline scores this 0"
