@@ -16,6 +16,7 @@ Model: the random ~14M-parameter Llama with a 16000-token BPE tokenizer of
 ``bench_zero_shot.py`` (built once, cached in --work-dir).
 
     python benchmarks/bench_reading.py --threads 1
+    python benchmarks/bench_reading.py --threads 1 --skip-reading --aoa-words 100   # AoA, one checkpoint
 """
 
 from __future__ import annotations
@@ -66,6 +67,37 @@ def pipeline_surprisals(model, tokenizer, df) -> tuple[np.ndarray, np.ndarray]:
     return np.array(pred), np.array(prev)
 
 
+def pipeline_aoa_surprisal(model, tokenizer, context: str, word: str) -> float:
+    """The 2025 pipeline's AoA surprisal of ``word`` after ``context`` (SCORING.md section 7): one
+    batch-1 pass over the whole text, log-softmax at every position, sum over the word's tokens."""
+    text = context.strip() + " " + word.strip()
+    start = len(text) - len(word.strip())
+    enc = tokenizer(text, return_offsets_mapping=True)
+    ids = torch.tensor([enc["input_ids"]])
+    mask = torch.tensor([[int(end > start) for _, end in enc["offset_mapping"]]])[:, 1:]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids[:, :-1]).logits, dim=-1)
+    target = torch.gather(logp, -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return -float((target * mask).sum())
+
+
+def bench_aoa(model, tokenizer, data: Path, n_words: int, batch_size: int) -> None:
+    """Time one checkpoint's AoA surprisals, ours against the pipeline's loop, on the first ``n_words`` words."""
+    from babyllama.evaluation.aoa import checkpoint_surprisals, find_cdi_file, load_contexts
+
+    words = dict(list(load_contexts(find_cdi_file(data)).items())[:n_words])
+    start = time.perf_counter()
+    ours = checkpoint_surprisals(model, tokenizer, words, batch_size=batch_size)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ref = [pipeline_aoa_surprisal(model, tokenizer, c, w) for w, cs in words.items() for c in cs]
+    ref_s = time.perf_counter() - start
+    print(json.dumps({"task": "aoa, one checkpoint", "words": len(words), "contexts": len(ref),
+                      "babyllama_seconds": round(ours_s, 2), "pipeline_algorithm_seconds": round(ref_s, 2),
+                      "max_abs_surprisal_diff": float(np.max(np.abs(np.array(ours) - np.array(ref)))),
+                      "speedup": round(ref_s / ours_s, 1)}), flush=True)
+
+
 def main() -> None:
     from bench_zero_shot import build_model
 
@@ -78,6 +110,10 @@ def main() -> None:
     parser.add_argument("--text", type=Path, default=DATA / "babylm_text_2023_partial" / "train_10M")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--aoa-words", type=int, default=0,
+                        help="also time one checkpoint of the AoA surprisals on the first N CDI words (0: skip)")
+    parser.add_argument("--aoa-data", type=Path, default=DATA / "babylm_eval_2025" / "aoa")
+    parser.add_argument("--skip-reading", action="store_true", help="only the AoA timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -85,6 +121,10 @@ def main() -> None:
         raise SystemExit(f"{args.text}: no *.gz text files to train the benchmark tokenizer on")
     model_dir = build_model(args.work_dir, args.text)
     model, tokenizer, _ = load_model(model_dir, device="cpu")
+    if args.aoa_words:
+        bench_aoa(model, tokenizer, args.aoa_data, args.aoa_words, args.batch_size)
+    if args.skip_reading:
+        return
     df = load_reading(find_reading_file(args.data))
     has_prev = [isinstance(p, str) for p in df["prev_item"]]
     pairs = list(zip(df["item"], df["word"]))
