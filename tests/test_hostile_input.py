@@ -115,6 +115,10 @@ CASES = [
     ("output-read-only", None, lambda ws: [*PRETRAIN(ws)[:6], "/proc/babyllama-out", *TRAIN], "cannot write there"),
     ("evaluate-not-a-model", None,
      lambda ws: ["evaluate", "loss", str(ws / "tok"), "--data", str(ws / "prep")], "not a model directory"),
+    ("reading-data-missing", None,
+     lambda ws: ["evaluate", "reading", str(ws / "teacher"), "--data", str(ws / "nope")], "no such reading data"),
+    ("aoa-no-word-checkpoints", None,
+     lambda ws: ["evaluate", "aoa", str(ws / "teacher"), "--data", str(ws / "nope")], "no word-count checkpoints"),
 ]
 
 

@@ -104,8 +104,6 @@ def load_reading(path: str | Path):
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise UserError(f"{path}: column {column!r}, data row {row + 1}: expected a number, got {df[column].iloc[row]!r}")
     df["item"] = df["item"].fillna("None")
-    for column in ("word", "prev_word"):
-        df[column] = df[column].astype(object)
     bad_word = [i for i, w in enumerate(df["word"]) if not isinstance(w, str) or not w]
     if bad_word:
         raise UserError(f"{path}: data row {bad_word[0] + 1}: empty target word")
