@@ -33,6 +33,7 @@ instead of the pipeline's batch of one.
 from __future__ import annotations
 
 import argparse
+import textwrap
 import gzip
 import json
 import math
@@ -224,7 +225,7 @@ def context_queries(tokenizer, context: str, word: str) -> list[Query]:
 
 
 def checkpoint_surprisals(model, tokenizer, words: dict[str, list[str]], batch_size: int = 64,
-                          progress: bool = False) -> list[float]:
+                          progress: bool = False, desc: str = "aoa") -> list[float]:
     """Surprisal (nats) of every (word, context) pair, in ``words`` order, for one model."""
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"{getattr(tokenizer, 'name_or_path', 'tokenizer')}: AoA needs a fast tokenizer (character offsets)")
@@ -235,7 +236,7 @@ def checkpoint_surprisals(model, tokenizer, words: dict[str, list[str]], batch_s
             qs = context_queries(tokenizer, context, word)
             spans.append((len(queries), len(queries) + len(qs)))
             queries.extend(qs)
-    logp = next_token_logprobs(model, queries, batch_size=batch_size, progress=progress, desc="aoa")
+    logp = next_token_logprobs(model, queries, batch_size=batch_size, progress=progress, desc=desc)
     return [-float(logp[a:b].sum()) for a, b in spans]
 
 
@@ -307,7 +308,8 @@ def evaluate_aoa(model_dir: str | Path, data: str | Path, human_aoa: str | Path 
     start = time.perf_counter()
     for count, folder in checkpoints:
         model, tokenizer, device_used = load_model(folder, dtype=dtype, device=device)
-        values = checkpoint_surprisals(model, tokenizer, words, batch_size=batch_size, progress=progress)
+        values = checkpoint_surprisals(model, tokenizer, words, batch_size=batch_size, progress=progress,
+                                       desc=f"aoa {folder.name}")
         del model
         it = iter(values)
         for word, contexts in words.items():
@@ -364,7 +366,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "aoa",
         help="BabyLM 2025 age of acquisition: word surprisal over the word-count checkpoints",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
+        description="\n".join(textwrap.fill(line, 100) for line in (
             "Surprisal of the CDI words in their contexts at every word-count checkpoint "
             "(MODEL_DIR/word_checkpoints/chck_{N}M) of a model, or of every model of a run folder, then the 2025 "
             "pipeline's AoA fits.\n\n"
@@ -378,7 +380,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "between model and child AoA (0 with fewer than 3 words), printed as r. Without the table (not bundled "
             "with the 2025 data) only the model AoAs are written.\n\n"
             "Writes OUT/surprisal.json (the pipeline's file) and OUT/results.json (default OUT: MODEL_DIR/aoa)."
-        ),
+        ).split("\n")),
     )
     parser.add_argument("model_or_run", metavar="MODEL_OR_RUN",
                         help="a model folder with word_checkpoints/, or a run folder whose model folders have them")

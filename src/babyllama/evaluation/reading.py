@@ -31,6 +31,7 @@ that occur twice (a row's previous word is another row's word) are scored once.
 from __future__ import annotations
 
 import argparse
+import textwrap
 import math
 import platform
 import time
@@ -258,7 +259,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "reading",
         help="BabyLM 2025 reading task: surprisal vs eye-tracking and self-paced reading times",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
+        description="\n".join(textwrap.fill(line, 100) for line in (
             "Score a causal LM directory on the BabyLM 2025 reading task exactly as the 2025 pipeline's causal "
             "scorer does, in fewer forward passes.\n\n"
             "Surprisal = -ln p(word | context) in nats, the product over the word's sub-tokens as the pipeline builds "
@@ -274,7 +275,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Writes OUT/results.json (scores, per-measure fits, settings) and OUT/predictions.json "
             "({'reading': {'predictions': [{'id', 'pred', 'prev_pred'}]}}, the pipeline's file; prev_pred null "
             "where the pipeline writes NaN)."
-        ),
+        ).split("\n")),
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="model directory (config.json, weights, tokenizer)")
     parser.add_argument("--data", required=True, type=Path,
