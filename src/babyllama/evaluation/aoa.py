@@ -366,7 +366,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "aoa",
         help="BabyLM 2025 age of acquisition: word surprisal over the word-count checkpoints",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="\n".join(textwrap.fill(line, 100) for line in (
+        description="\n".join(textwrap.fill(line, 100, break_on_hyphens=False) for line in (
             "Surprisal of the CDI words in their contexts at every word-count checkpoint "
             "(MODEL_DIR/word_checkpoints/chck_{N}M) of a model, or of every model of a run folder, then the 2025 "
             "pipeline's AoA fits.\n\n"

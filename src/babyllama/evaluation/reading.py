@@ -259,7 +259,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "reading",
         help="BabyLM 2025 reading task: surprisal vs eye-tracking and self-paced reading times",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="\n".join(textwrap.fill(line, 100) for line in (
+        description="\n".join(textwrap.fill(line, 100, break_on_hyphens=False) for line in (
             "Score a causal LM directory on the BabyLM 2025 reading task exactly as the 2025 pipeline's causal "
             "scorer does, in fewer forward passes.\n\n"
             "Surprisal = -ln p(word | context) in nats, the product over the word's sub-tokens as the pipeline builds "
