@@ -119,12 +119,17 @@ def test_prefix_cover_and_batching():
         next_token_logprobs(BigramLM(probs), [((), 3)])
 
 
-def bpe_tokenizer() -> PreTrainedTokenizerFast:
+def bpe_tokenizer(prefix_space: bool = True, template: str | None = None) -> PreTrainedTokenizerFast:
+    """Byte-level BPE on the in-test corpus, specials <pad> <s> </s>; ``template`` e.g. ``"<s> $A </s>"``."""
+    from tokenizers.processors import TemplateProcessing
+
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    if template is not None:
+        tok.post_processor = TemplateProcessing(single=template, special_tokens=[("<s>", 1), ("</s>", 2)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
@@ -143,9 +148,12 @@ def load_bench():
     return module
 
 
-def test_equals_the_pipelines_per_subtoken_algorithm():
-    """Multi-token words, words the tokenizer re-splits after decoding (prefix space), unseen characters."""
-    tok = bpe_tokenizer()
+@pytest.mark.parametrize("prefix_space, template", [(True, None), (False, None), (True, "<s> $A </s>")],
+                         ids=["prefix-space", "gpt2-style", "bos-and-eos"])
+def test_equals_the_pipelines_per_subtoken_algorithm(prefix_space, template):
+    """Multi-token words, words the tokenizer re-splits after decoding (prefix space), unseen characters,
+    contexts glued to the word without a space (no prefix space), an EOS read as the last position."""
+    tok = bpe_tokenizer(prefix_space, template)
     model = tiny_llama(len(tok))
     pairs = [("the big", "zebras"), ("the big zebras", "sees"), ("who", "Mississippi,"), ("None", "of"),
              ("they were", "quixotic."), ("the big", "cat")]
