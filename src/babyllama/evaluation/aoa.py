@@ -307,7 +307,7 @@ def evaluate_aoa(model_dir: str | Path, data: str | Path, human_aoa: str | Path 
     entries: list[dict] = []
     start = time.perf_counter()
     for count, folder in checkpoints:
-        model, tokenizer, device_used = load_model(folder, dtype=dtype, device=device)
+        model, tokenizer, _ = load_model(folder, dtype=dtype, device=device)
         values = checkpoint_surprisals(model, tokenizer, words, batch_size=batch_size, progress=progress,
                                        desc=f"aoa {folder.name}")
         del model

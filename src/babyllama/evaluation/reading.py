@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from babyllama.errors import UserError
 from babyllama.evaluation.next_token import Query, forward_passes, next_token_logprobs
@@ -219,7 +220,7 @@ def evaluate_reading(model_dir: str | Path, data: str | Path, out_dir: str | Pat
         "settings": {**SETTINGS, "batch_size": batch_size, "dtype": dtype, "device": str(device)},
         "surprisal": {"mean": float(np.mean(pred)), "max": float(np.max(pred))},
         "model_queries": queries, "forward_passes": passes, "scoring_time_s": elapsed,
-        "torch": __import__("torch").__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "python": platform.python_version(),
     }
     out = Path(out_dir) if out_dir is not None else Path(model_dir) / "reading"
     predictions = {"reading": {"predictions": [
