@@ -240,6 +240,10 @@ CASES = [
     ("evaluate-unknown-split", None,
      lambda ws: ["evaluate", "loss", str(ws / "teacher"), "--data", str(ws / "prep"), "--splits", "valid,dev"],
      "unknown split 'dev'"),
+    ("reading-data-missing", None,
+     lambda ws: ["evaluate", "reading", str(ws / "teacher"), "--data", str(ws / "nope")], "no such reading data"),
+    ("aoa-no-word-checkpoints", None,
+     lambda ws: ["evaluate", "aoa", str(ws / "teacher"), "--data", str(ws / "nope")], "no word-count checkpoints"),
 ]
 
 

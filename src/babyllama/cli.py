@@ -417,10 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
     q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
     q.set_defaults(func=cmd_evaluate_loss)
-    from .evaluation import glue, zero_shot
+    from .evaluation import aoa, glue, reading, zero_shot
 
     zero_shot.add_parser(ev)
     glue.add_parser(ev)
+    reading.add_parser(ev)
+    aoa.add_parser(ev)
 
     p = sub.add_parser("download", help="fetch the BabyLM corpus from the Hugging Face Hub",
                        description=cmd_download.__doc__)
