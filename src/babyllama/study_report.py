@@ -17,9 +17,11 @@ within every drawn replicate, resample its items in pairs (student and reference
 item), stratified by subtask with subtasks weighted equally as in the group score; the statistic
 is the mean over the drawn replicates. It therefore carries both the seed variance and the item
 variance. The best teacher is chosen per replicate on the observed score and kept fixed within
-the resamples (which, if anything, favours the teacher). Losses are recorded per model only, not
-per item, so their interval resamples replicates alone (:func:`replicate_bootstrap_ci`); with few
-replicates it is coarse, and says so by being wide.
+the resamples (which, if anything, favours the teacher). With few replicates the outer level sees
+few distinct replicate sets and can understate the seed variance, so the report shows the
+per-replicate values and the win count beside it. Losses are recorded per model, not per item, so
+their interval is a Student-t interval over the per-replicate advantages
+(:func:`replicate_t_interval`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
+from scipy import stats
 
 from . import report_plots as rp
 from .errors import UserError
@@ -94,17 +97,19 @@ def hierarchical_bootstrap_ci(replicates: list[tuple[np.ndarray, np.ndarray, np.
     return float(low), float(high)
 
 
-def replicate_bootstrap_ci(values: list[float], *, n_resamples: int = RESAMPLES, level: float = LEVEL,
-                           seed: int = 0) -> tuple[float, float]:
-    """Percentile interval for the mean of per-replicate ``values`` (replicates resampled)."""
+def replicate_t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float] | None:
+    """Student-t interval for the mean of per-replicate ``values`` (``None`` for one replicate).
+
+    Used where only one number per model and replicate exists (losses): the replicates are then
+    the sample, and the t quantile keeps a 3-replicate interval as wide as 3 numbers warrant.
+    """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
-        raise ValueError("replicate_bootstrap_ci needs a non-empty list of values")
-    rng = np.random.default_rng(seed)
-    stats = x[rng.integers(x.size, size=(n_resamples, x.size))].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(stats, [tail, 100.0 - tail])
-    return float(low), float(high)
+        raise ValueError("replicate_t_interval needs a non-empty list of values")
+    if x.size < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return float(x.mean()) - half, float(x.mean()) + half
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,12 +243,10 @@ def contender_margins(reps: list[Replicate], contender: str, student: str, metri
                 interval = hierarchical_bootstrap_ci(items, seed=seed)
                 method = "hierarchical (replicates, then items)"
             else:
-                interval = replicate_bootstrap_ci(adv, seed=seed)
-                if metric.better == "lower":
-                    method = "replicates only (no per-item losses)"
-                else:
-                    reason = next((p for p in items if isinstance(p, str)), "no per-item results")
-                    method = f"replicates only ({reason})"
+                interval = replicate_t_interval(adv)
+                reason = ("no per-item losses" if metric.better == "lower"
+                          else next((p for p in items if isinstance(p, str)), "no per-item results"))
+                method = f"t over replicates ({reason})"
             out.append(Margin(contender, kind, metric, adv, names, interval, method))
     return out
 
@@ -319,8 +322,11 @@ def build_study_report(study_dir: Path, out_dir: Path | None = None, *, seed: in
            f"accuracies: hierarchical bootstrap, resampling replicates with replacement, then each drawn "
            f"replicate's items in pairs, stratified by subtask (subtasks weighted equally as in the group "
            f"score), so the interval holds seed and item variance; the best teacher is chosen per replicate on "
-           f"the observed score and kept fixed. Losses are not recorded per item, so their interval resamples "
-           f"replicates only. No seed is ever picked as the best one.", ""]
+           f"the observed score and kept fixed. With few replicates the outer resampling sees few distinct "
+           f"replicate sets (3 replicates: 10), so this interval can understate the seed variance: read it "
+           f"together with the win count and the per-replicate values. Losses are recorded per model, not "
+           f"per item, so their interval is a Student-t interval over the per-replicate advantages. No seed "
+           f"is ever picked as the best one.", ""]
 
     report_json: dict = {"study_dir": str(study_dir), "replicates": [r.index for r in reps], "spread": {},
                          "margins": [], "notes": notes, "wall_time_s": {}}
@@ -347,16 +353,21 @@ def build_study_report(study_dir: Path, out_dir: Path | None = None, *, seed: in
                "| Metric | Against | Mean advantage | 95% interval | Excludes 0? | Wins | Per replicate | "
                "Interval method |", "|---|---|---:|---|---|---:|---|---|"]
         for m in margins:
-            lo, hi = m.interval
-            verdict = "yes, better" if lo > 0 else ("yes, worse" if hi < 0 else "no")
-            md.append(f"| {m.metric.key} | {m.reference} | {_signed(m.mean)} | [{_signed(lo)}, {_signed(hi)}] | "
+            if m.interval is None:
+                lo = hi = float("nan")
+                verdict, ci = "-", "one replicate: none"
+            else:
+                lo, hi = m.interval
+                verdict = "yes, better" if lo > 0 else ("yes, worse" if hi < 0 else "no")
+                ci = f"[{_signed(lo)}, {_signed(hi)}]"
+            md.append(f"| {m.metric.key} | {m.reference} | {_signed(m.mean)} | {ci} | "
                       f"{verdict} | {m.wins}/{len(m.per_replicate)} | "
                       f"{', '.join(_signed(a) for a in m.per_replicate)} | {m.method} |")
             summary.append(f"{name[:14]:<14} {m.reference[:14]:<14} {m.metric.key[:22]:<22} {m.mean:+.4f}     "
                            f"[{lo:+.4f}, {hi:+.4f}]   {m.wins}/{len(m.per_replicate)}")
             report_json["margins"].append({
                 "contender": name, "reference": m.reference, "metric": m.metric.key, "better": m.metric.better,
-                "mean_advantage": m.mean, "interval": [lo, hi], "wins": m.wins,
+                "mean_advantage": m.mean, "interval": None if m.interval is None else [lo, hi], "wins": m.wins,
                 "replicates": len(m.per_replicate), "per_replicate": m.per_replicate,
                 "references": m.references, "method": m.method})
         md.append("")
