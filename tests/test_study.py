@@ -78,6 +78,21 @@ def test_unknown_arm_on_the_command_line_exits_2(tmp_path, corpus_dir, capsys):
     assert "--arms T3: no such arm" in capsys.readouterr().err
 
 
+def test_replicate_out_of_range_is_refused(tmp_path, corpus_dir, capsys):
+    path = _write(tmp_path, corpus_dir, study={"replicates": 2})
+    assert main(["study", str(path), "--replicate", "2"]) == 2
+    assert "--replicate 2: the study has replicates 0..1" in capsys.readouterr().err
+    assert not (tmp_path / "study").exists()
+
+
+def test_report_only_refuses_a_folder_that_is_not_a_study(tmp_path, capsys):
+    assert main(["study", str(tmp_path), "--report-only"]) == 2
+    assert "no study.json" in capsys.readouterr().err
+    (tmp_path / "study.json").write_text('{"replicates": "rep0"}')
+    assert main(["study", str(tmp_path), "--report-only"]) == 2
+    assert "expected 'student' and a list 'replicates'" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------
 # The bootstrap
 

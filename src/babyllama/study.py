@@ -216,15 +216,25 @@ def write_study_json(study: Study) -> None:
     })
 
 
-def run_study(study: Study, overwrite: bool = False, progress: bool = True) -> list[dict[str, dict]]:
-    """Run every replicate (resuming finished stages); return each replicate's final metrics."""
+def run_study(study: Study, overwrite: bool = False, progress: bool = True,
+              only: list[int] | None = None) -> list[dict[str, dict]]:
+    """Run every replicate, or those in ``only`` (resuming finished stages); return each one's metrics.
+
+    ``only`` lets independent replicates run as separate jobs on one study folder (never two jobs
+    on the same replicate: a stage folder has one writer).
+    """
     from .pipeline import run_experiment
 
+    for r in only or ():
+        if not 0 <= r < len(study.replicates):
+            raise UserError(f"--replicate {r}: the study has replicates 0..{len(study.replicates) - 1}")
     write_study_json(study)
     results = []
     for r, config in enumerate(study.replicates):
+        if only is not None and r not in only:
+            continue
         start = time.perf_counter()
-        print(f"[babyllama] study: replicate {r + 1}/{len(study.replicates)} -> {config.run_dir}", flush=True)
+        print(f"[babyllama] study: replicate {r} of 0..{len(study.replicates) - 1} -> {config.run_dir}", flush=True)
         results.append(run_experiment(config, overwrite=overwrite, progress=progress))
         print(f"[babyllama] study: replicate {r} done in {time.perf_counter() - start:.0f} s", flush=True)
     return results
@@ -246,7 +256,7 @@ def cmd_study(args) -> int:
             for r, seeds in enumerate(study.seeds()):
                 print(f"rep{r}: " + ", ".join(f"{name} seed {seed}" for name, seed in seeds.items()))
             return 0
-        run_study(study, overwrite=args.overwrite, progress=not args.quiet)
+        run_study(study, overwrite=args.overwrite, progress=not args.quiet, only=args.replicate)
         result = build_study_report(study.study_dir, Path(args.out) if args.out else None)
     print(result.summary)
     print(f"study report: {result.report_path}")
@@ -263,6 +273,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="number of replicates (overrides study.replicates)")
     p.add_argument("--arms", nargs="*", default=None, metavar="ARM",
                    help="run only these arms of study.arms (none given: no arms; default: all)")
+    p.add_argument("--replicate", type=int, action="append", default=None, metavar="R",
+                   help="run only replicate R (repeatable), e.g. one job per replicate on one study folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                    help="override a config value (YAML syntax), e.g. --set run_dir=runs/my-study; repeatable")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default: STUDY_DIR/report)")

@@ -153,8 +153,13 @@ def load_study_folder(study_dir: Path) -> tuple[dict, list[Replicate], list[str]
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{meta_path}: invalid JSON ({exc.msg})") from None
+    entries = meta.get("replicates") if isinstance(meta, dict) else None
+    if (not isinstance(entries, list) or not isinstance(meta.get("student"), str)
+            or not all(isinstance(e, dict) and isinstance(e.get("replicate"), int)
+                       and isinstance(e.get("run_dir"), str) for e in entries)):
+        raise UserError(f"{meta_path}: expected 'student' and a list 'replicates' of {{replicate, run_dir}} entries")
     reps, notes = [], []
-    for entry in meta.get("replicates", []):
+    for entry in entries:
         folder = study_dir / entry["run_dir"]
         if not folder.is_dir():
             notes.append(f"{folder}: replicate not started")
