@@ -435,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     push.add_parser(sub)
     report.add_parser(sub)
+    from .study import add_parser as add_study_parser
+    add_study_parser(sub)
     sweep.add_parser(sub)
     return parser
 
