@@ -313,9 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
     q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
     q.set_defaults(func=cmd_evaluate_loss)
-    from .evaluation import glue, zero_shot
+    from .evaluation import fast_eval, glue, zero_shot
 
     zero_shot.add_parser(ev)
+    fast_eval.add_parser(ev)
     glue.add_parser(ev)
 
     p = sub.add_parser("download", help="fetch the BabyLM corpus from the Hugging Face Hub",
@@ -326,8 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     from . import report, sweep
+    from .evaluation import collate
 
     report.add_parser(sub)
+    collate.add_parser(sub)
     sweep.add_parser(sub)
     return parser
 
