@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from babyllama.evaluation.minimal_pair_tasks import TASK_FORMATS, Subtask, load_task
-from babyllama.evaluation.zero_shot import EncodedItem, encode_items, summarise
+from babyllama.evaluation.logprob_engine import EncodedItem
+from babyllama.evaluation.zero_shot import encode_items, summarise
 
 RULES = (
     "harness-2024: choice score = sum of log P(choice tokens | context), no length normalisation",

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from babyllama.errors import UserError
-from babyllama.evaluation.zero_shot import EncodedItem
+from babyllama.evaluation.logprob_engine import EncodedItem
 from babyllama.io import iter_jsonl_objects
 
 #: Rules every 2025 ranking task states in --help and in results.json settings.
