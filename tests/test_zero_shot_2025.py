@@ -299,3 +299,21 @@ def test_evaluate_fast_checkpoints_and_collate(tmp_path, staged, capsys):
     assert "use --partial" in capsys.readouterr().err
     assert main(["collate", str(tmp_path / "run"), "--out", str(tmp_path / "p.json"), "--partial"]) == 0
     assert "fast_eval_results" in json.loads((tmp_path / "p.json").read_text())
+
+
+def test_report_draws_learning_curves(tmp_path):
+    from babyllama.report import build_report
+
+    model = tmp_path / "run" / "student"
+    model.mkdir(parents=True)
+    (model / "metrics.json").write_text(json.dumps({"name": "student", "kind": "pretrain"}))
+    rows = [{"name": f"chck_{n}M", "words": n * 1_000_000, "scores": {"blimp_fast": 0.5 + n / 100, "wug_adj": 0.1}}
+            for n in (1, 2, 3)]
+    (model / "fast_eval").mkdir()
+    (model / "fast_eval" / "summary.json").write_text(json.dumps({"checkpoints": rows}))
+    report = build_report([tmp_path / "run"], tmp_path / "report")
+    assert (tmp_path / "report" / "learning_curves.png").is_file()
+    assert "## Learning curves" in report.markdown
+    from babyllama.report_curves import load_curves
+
+    assert load_curves(model)["blimp_fast"] == [(1_000_000, 0.51), (2_000_000, 0.52), (3_000_000, 0.53)]
