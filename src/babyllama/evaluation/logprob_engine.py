@@ -131,12 +131,18 @@ def score_encoded(
     bar = Progress(sum(len(item.choices) for item in items), desc, unit="sequence", enabled=progress,
                    log_every_s=LOG_INTERVAL_S)
     done = 0
-    max_choices = max((len(item.choices) for item in items), default=1)
-    per_batch = max(1, batch_size // max_choices)
+    # Batches hold at most ``batch_size`` sequences (a unit's choices are never split).
+    batches: list[list[int]] = [[]]
+    filled = 0
+    for u in order:
+        if batches[-1] and filled + len(items[u].choices) > batch_size:
+            batches.append([])
+            filled = 0
+        batches[-1].append(u)
+        filled += len(items[u].choices)
 
     with torch.inference_mode():
-        for start in range(0, len(order), per_batch):
-            batch = order[start : start + per_batch]
+        for batch in (b for b in batches if b):
             _score_batch(model, items, shared, batch, scores, pad_id, fast_keep, device)
             done += sum(len(items[u].choices) for u in batch)
             bar.update(done)
