@@ -128,6 +128,8 @@ def _cached(out: Path, tasks: dict[str, Path]) -> dict | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     summaries = evaluate_fast(Path(args.path), Path(args.data), args.batch_size, args.dtype, args.device,
                               progress=not args.quiet, overwrite=args.overwrite)
     for model_dir, summary in summaries.items():

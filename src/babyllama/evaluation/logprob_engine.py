@@ -79,7 +79,7 @@ def _kept_logits(model, keep: torch.Tensor, fast_keep: bool, **inputs) -> tuple[
     else:  # models without ``logits_to_keep`` (older remote code): project every position
         out = model(**inputs, use_cache=True)
         logits = out.logits[keep]
-    cache = out.get("cache", out.get("past_key_values"))
+    cache = out["cache"] if "cache" in out else out.get("past_key_values")
     return logits.float(), cache
 
 
