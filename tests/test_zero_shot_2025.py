@@ -317,3 +317,15 @@ def test_report_draws_learning_curves(tmp_path):
     from babyllama.report_curves import load_curves
 
     assert load_curves(model)["blimp_fast"] == [(1_000_000, 0.51), (2_000_000, 0.52), (3_000_000, 0.53)]
+
+
+def test_cli_bad_input_is_one_line_before_any_work(tmp_path, capsys):
+    model = model_dir(tmp_path)
+    assert main(["evaluate", "fast", str(model), "--data", str(tmp_path / "empty")]) == 2
+    assert "holds none of the fast-eval folders" in capsys.readouterr().err
+    assert not (model / "fast_eval").exists()
+    write_jsonl(tmp_path / "data" / "ewok_fast" / "x.jsonl", [{"Context1": "a", "Target1": "b", "Target2": "c"}])
+    assert main(["evaluate", "fast", str(model), "--data", str(tmp_path / "data")]) == 2
+    assert "x.jsonl:1" in capsys.readouterr().err and not (model / "fast_eval").exists()
+    assert main(["evaluate", "zero-shot", str(model), "--task", f"comps={tmp_path / 'none'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
