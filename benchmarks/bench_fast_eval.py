@@ -47,6 +47,8 @@ def build_model(work_dir: Path, text_dir: Path) -> Path:
     if (model_dir / "model.safetensors").is_file():
         return model_dir
     lines = []
+    if not sorted(text_dir.glob("*.gz")):
+        raise SystemExit(f"{text_dir}: no *.gz text files to train the benchmark tokenizer on (see --text)")
     for path in sorted(text_dir.glob("*.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             lines.extend(line for line in f.read().splitlines() if line.strip())
