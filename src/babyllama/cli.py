@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -116,6 +115,8 @@ def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
     from .io import ensure_writable
     from .pipeline import load_token_data, mark_done
+    from .stage_lock import clear_folder, stage_lock
+    from .teachers import check_teacher
     from .tokenizer import load_tokenizer, tokenizer_hash
     from .train import train_stage
 
@@ -128,16 +129,19 @@ def _cmd_train(args, kind: str) -> int:
     stage = from_dict(StageConfig, data, args.config or kind)
     stage.validate(kind)
     out = Path(args.out)
-    if (out / "stage.json").is_file():
-        if not args.overwrite:
-            raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
-        shutil.rmtree(out)
+    if (out / "stage.json").is_file() and not args.overwrite:
+        raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
     tokenizer = load_tokenizer(args.tokenizer)
-    ensure_writable(out)
-    token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
-    metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
-                          progress=not args.quiet, overwrite=args.overwrite)
-    mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
+    for teacher in teachers:
+        check_teacher(teacher, tokenizer, len(tokenizer), stage.train.seq_length)
+    with stage_lock(out):  # a second live job on OUT is refused here, before anything is touched
+        if (out / "stage.json").is_file():
+            clear_folder(out)
+        ensure_writable(out)
+        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+        metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
+                              progress=not args.quiet, overwrite=args.overwrite)
+        mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
     test = "none" if metrics["test_loss"] is None else f"{metrics['test_loss']:.4f}"
     print(f"{out}: val_loss {metrics['val_loss']:.4f}, test_loss {test}")
     return 0

@@ -64,9 +64,10 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def _cache_argument(model) -> str:
-    """The forward argument that takes a key/value cache: ``cache`` in recent transformers (where
-    ``past_key_values`` is deprecated), ``past_key_values`` before."""
+def cache_keyword(model) -> str:
+    """The forward keyword for a key/value cache: ``cache`` where the model's forward takes it
+    (current transformers, which deprecates ``past_key_values`` and removes it in 5.40), else
+    ``past_key_values`` (older releases and remote code)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
@@ -244,7 +245,7 @@ def _score_batch(model, items, shared, batch, scores, pad_id, fast_keep, device)
         input_ids=torch.from_numpy(s_ids).to(device),
         attention_mask=torch.cat([torch.from_numpy(mask).to(device)[source], s_mask_t], dim=1),
         position_ids=torch.from_numpy(s_pos).to(device),
-        **{_cache_argument(model): cache},
+        **{cache_keyword(model): cache},
     )
     values = _target_logprobs(logits, rows, tokens)
     scores.index_add_(0, torch.tensor(slots, dtype=torch.long, device=device), values)
