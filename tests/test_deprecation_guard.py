@@ -6,7 +6,7 @@ import warnings
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from babyllama.evaluation import zero_shot
+from babyllama.evaluation import logprob_engine, zero_shot
 from conftest import PACKAGE_DIR, deprecations_from_babyllama
 
 
@@ -34,14 +34,14 @@ def test_a_deprecated_keyword_passed_through_our_code_is_caught():
         with deprecations_from_babyllama() as caught, torch.inference_mode():
             model(input_ids=ids, past_key_values=None)  # the test's own call: not ours
             assert caught == []
-            zero_shot._kept_logits(model, keep, True, input_ids=ids, past_key_values=None)
+            logprob_engine._kept_logits(model, keep, True, input_ids=ids, past_key_values=None)
     assert len(caught) == 1 and "`past_key_values` is deprecated" in caught[0]
     assert [w.category for w in passed_on] == [FutureWarning]  # the test's own call, passed on
 
 
 def test_the_zero_shot_scorer_uses_the_current_cache_keyword():
     model = _tiny_llama()
-    assert zero_shot.cache_keyword(model) == "cache"
+    assert logprob_engine.cache_keyword(model) == "cache"
     items = [zero_shot.EncodedItem(choices=((1, 5, 6, 7), (1, 5, 8, 9, 3)), context_len=2)]
     with deprecations_from_babyllama() as caught:
         zero_shot.score_encoded(model, items, progress=False)

@@ -417,9 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
     q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
     q.set_defaults(func=cmd_evaluate_loss)
-    from .evaluation import aoa, glue, reading, zero_shot
+    from .evaluation import aoa, fast_eval, glue, reading, zero_shot
 
     zero_shot.add_parser(ev)
+    fast_eval.add_parser(ev)
     glue.add_parser(ev)
     reading.add_parser(ev)
     aoa.add_parser(ev)
@@ -432,11 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     from . import push, report, sweep
+    from .evaluation import collate
 
     push.add_parser(sub)
     report.add_parser(sub)
     from .study import add_parser as add_study_parser
     add_study_parser(sub)
+    collate.add_parser(sub)
     sweep.add_parser(sub)
     return parser
 

@@ -876,6 +876,10 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> ReportResult:
         md += ["Distillation: the cross-entropy (CE) and distillation (KD) parts of the student's loss.", "",
                "![distillation loss](distill_loss.png)", ""]
 
+    from .report_curves import curves_section
+
+    md += curves_section(table.models, colours, files)
+
     md += ["## Phenomena", ""]
     if not students:
         md += ["No distillation model among the runs; nothing to break down.", ""]
