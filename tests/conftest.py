@@ -10,11 +10,18 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+# Tests use tiny models, where a second torch thread only adds synchronisation (on a loaded 2-core
+# machine a tiny matmul took 20 ms with 2 threads, 0.75 ms with 1); subprocesses inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
+import torch
 
 import babyllama
 from babyllama.cli import main
 from babyllama.tokenizer import save_tokenizer, train_tokenizer
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 #: Our package's source folder: a warning is ours when raised from a frame in it, or from a library

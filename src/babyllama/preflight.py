@@ -160,26 +160,26 @@ def check_zero_shot_task(name: str, folder: str | Path) -> None:
     """Refuse an unknown zero-shot task name, or a data folder that is missing, holds no task
     files, or whose files' first lines do not parse as the task's items.
 
-    The one place that knows which task names exist; ``folder`` ``builtin`` stands for the
-    pairs the run generates (BLiMP format).
+    Task names and formats come from the registry (:mod:`babyllama.evaluation.tasks`); ``folder``
+    ``builtin`` stands for the pairs the run generates (BLiMP format).
     """
-    from .evaluation.minimal_pair_tasks import BLIMP_KEYS, TASK_FORMATS, task_files
+    from .evaluation import tasks
+    from .evaluation.minimal_pair_tasks import BLIMP_KEYS
 
     where = f"evaluation.zero_shot.tasks.{name}"
-    if name not in TASK_FORMATS:
-        raise UserError(f"{where}: unknown zero-shot task {name!r}{_suggest(name, TASK_FORMATS)}; "
-                        f"expected one of {', '.join(TASK_FORMATS)}")
+    names = tasks.task_names()
+    if name not in names:
+        raise UserError(f"{where}: unknown zero-shot task {name!r}{_suggest(name, names)}; "
+                        f"expected one of {', '.join(names)}")
+    keys = tuple(tasks.get(name).keys)
     if str(folder) == "builtin":
-        if TASK_FORMATS[name] != BLIMP_KEYS:
+        if set(keys) != set(BLIMP_KEYS):
             raise UserError(f"{where}: 'builtin' generates BLiMP-style pairs, not {name} items; give a data folder")
         return
     try:
-        files = task_files(name, folder)
+        tasks.check(name, folder)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
-    keys = TASK_FORMATS[name]
-    for path in files:
-        _check_jsonl_start(path, keys)
 
 
 def _check_jsonl_start(path: Path, keys: tuple[str, ...]) -> None:

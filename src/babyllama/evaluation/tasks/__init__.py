@@ -14,6 +14,7 @@ Two scorers exist: ``harness-2024`` (lm-evaluation-harness, the BabyLM 2024 pipe
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,10 @@ from typing import Callable
 from babyllama.errors import UserError
 from babyllama.evaluation.tasks import blimp_2025, comps, entity_tracking, ewok_2025, harness_2024, wug
 from babyllama.evaluation.tasks.ranking_2025 import jsonl_files, read_lines
+
+
+#: Lines of each data file :func:`check` parses before any work starts.
+CHECK_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,12 @@ def get(name: str) -> Task:
 
 def check(name: str, folder: str | Path) -> list[Path]:
     """Validate a task name and its data folder up front, cheaply: the folder holds ``.jsonl`` /
-    ``.jsonl.gz`` files and the first line of each parses with the task's keys. Returns the files."""
+    ``.jsonl.gz`` files and the first ``CHECK_LINES`` lines of each parse with the task's keys.
+    Returns the files."""
     task = get(name)
     files = jsonl_files(name, folder)
     for path in files:
-        for _ in read_lines(path, list(task.keys), task.keys):
-            break
-        else:
+        if not list(itertools.islice(read_lines(path, list(task.keys), task.keys), CHECK_LINES)):
             raise UserError(f"{path}: no items for task {name!r}")
     return files
 
