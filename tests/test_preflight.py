@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -157,3 +158,20 @@ def test_teacher_vocabulary_is_checked_without_loading_weights(tmp_path, cli_wor
     other = load_tokenizer(cli_workspace / "tok300")
     with pytest.raises(UserError, match="vocabulary size 320 differs"):
         check_teacher_vocabulary(teacher, other, len(other))
+
+
+def test_teacher_folder_is_compared_with_the_trained_tokenizer_before_any_model_trains(tmp_path, cli_workspace,
+                                                                                       capsys):
+    teacher = tmp_path / "t310"
+    shutil.copytree(cli_workspace / "teacher", teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config["vocab_size"] = 310  # under tokenizer.vocab_size: the trained tokenizer could have 310 tokens
+    (teacher / "config.json").write_text(json.dumps(config))
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"run_dir: {tmp_path}/run\ncorpus: {{path: {cli_workspace}/corpus}}\ntokenizer: {{vocab_size: 320}}\n"
+                    "model: {preset: tiny}\ntrain: {seq_length: 32, batch_size: 8, max_steps: 2}\n"
+                    f"models: {{a: {{}}, s: {{kind: distill, teachers: [{teacher}]}}}}\nevaluation: {{zero_shot: null}}\n")
+    assert preflight.experiment_problems(load_experiment(path)) == []
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: teacher {teacher}: vocabulary size 310 differs from the student's 320"
+    assert (tmp_path / "run" / "tokenizer").is_dir() and not (tmp_path / "run" / "a").exists()

@@ -148,11 +148,23 @@ def check_model_folder(folder: str | Path) -> None:
 
 
 def check_teacher(folder: str | Path, student_tokenizer, student_vocab_size: int) -> None:
-    """A teacher folder: weights present, loadable config, the student's vocabulary."""
+    """A teacher folder: weights present, loadable config, the student's vocabulary.
+
+    Without ``student_tokenizer`` (the run trains it later) ``student_vocab_size`` is the
+    configured size, an upper bound: a trained BPE tokenizer may come out smaller, so only a
+    teacher with more tokens is refused here; the pipeline compares the exact vocabulary once the
+    tokenizer exists, before the first model trains.
+    """
     from .teachers import check_teacher_vocabulary
 
     check_model_folder(folder)
-    check_teacher_vocabulary(folder, student_tokenizer, student_vocab_size)
+    if student_tokenizer is not None:
+        check_teacher_vocabulary(folder, student_tokenizer, student_vocab_size)
+        return
+    vocab = check_teacher_vocabulary(folder, None, None)
+    if not isinstance(vocab, int) or vocab > student_vocab_size:
+        raise UserError(f"teacher {folder}: vocabulary size {vocab} is larger than the student's tokenizer "
+                        f"can be (tokenizer.vocab_size {student_vocab_size})")
 
 
 def check_zero_shot_task(name: str, folder: str | Path) -> None:

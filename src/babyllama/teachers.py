@@ -25,14 +25,15 @@ from .tokenizer import load_tokenizer, tokenizer_fingerprint
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def check_teacher_vocabulary(folder: str | Path, student_tokenizer, student_vocab_size: int) -> None:
-    """Refuse a teacher folder whose config cannot be read or whose vocabulary is not the student's.
+def check_teacher_vocabulary(folder: str | Path, student_tokenizer, student_vocab_size: int | None) -> int:
+    """Refuse a teacher folder whose config cannot be read or whose vocabulary is not the student's;
+    return the teacher's vocabulary size.
 
     Reads only ``config.json`` (through ``AutoConfig``) and the folder's tokenizer, never the
     weights, so the whole-run check (:mod:`babyllama.preflight`) can call it before training.
-    The vocabulary size must equal ``student_vocab_size``; when both the teacher folder and the
-    student have a tokenizer (``student_tokenizer`` may be ``None`` before it is trained), their
-    token-to-id mappings must be identical.
+    The vocabulary size must equal ``student_vocab_size`` (``None``: not known yet, not compared);
+    when both the teacher folder and the student have a tokenizer (``student_tokenizer`` is
+    ``None`` before it is trained), their token-to-id mappings must be identical.
     """
     from transformers import AutoConfig
 
@@ -45,13 +46,14 @@ def check_teacher_vocabulary(folder: str | Path, student_tokenizer, student_voca
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"teacher {folder}: cannot read its config.json ({first[:160]})") from None
     vocab = getattr(getattr(config, "text_config", None) or config, "vocab_size", None)
-    if vocab != student_vocab_size:
+    if student_vocab_size is not None and vocab != student_vocab_size:
         raise UserError(f"teacher {folder}: vocabulary size {vocab} differs from the student's {student_vocab_size}")
     if student_tokenizer is not None and (folder / "tokenizer_config.json").is_file():
         teacher_tok = load_tokenizer(folder)
         if tokenizer_fingerprint(teacher_tok) != tokenizer_fingerprint(student_tokenizer):
             raise UserError(f"teacher {folder}: its tokenizer differs from the student's "
                             f"(teacher {len(teacher_tok)} tokens, student {len(student_tokenizer)} tokens)")
+    return vocab
 
 
 def load_teachers(dirs: list[str | Path], student_tokenizer, student_vocab_size: int,
