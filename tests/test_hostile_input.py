@@ -105,6 +105,11 @@ def _bad_jsonl(ws):
     (ws / "pairs" / "agreement.jsonl").write_text('{"sentence_good": "a b", "sentence_bad": "b a"}\n{"sentence_good": \n')
 
 
+def _good_pairs(ws):
+    (ws / "pairs").mkdir()
+    (ws / "pairs" / "agreement.jsonl").write_text('{"sentence_good": "the dog runs .", "sentence_bad": "the dog run ."}\n')
+
+
 PREP = lambda ws: ["prepare", "--corpus", str(ws / "bad_corpus"), "--out", str(ws / "out")]  # noqa: E731
 RUN = lambda ws: ["run", str(ws / "bad.yaml"), "--quiet"]  # noqa: E731
 RUN_DRY = lambda ws: ["run", str(ws / "bad.yaml"), "--dry-run"]  # noqa: E731
@@ -240,6 +245,9 @@ CASES = [
      "tokenizer differs from the student's"),
     ("teach-cache-bad-offsets", None, lambda ws: [*TEACH(ws, str(ws / "teacher")), "--offsets", "0,200"],
      "offsets [0, 200]: expected distinct values in [0, 128)"),
+    ("zero-shot-output-unwritable", _good_pairs,
+     lambda ws: ["evaluate", "zero-shot", str(ws / "teacher"), "--task", f"blimp={ws / 'pairs'}", "--out",
+                 "/proc/babyllama-zs"], "cannot write there"),
     ("evaluate-unknown-split", None,
      lambda ws: ["evaluate", "loss", str(ws / "teacher"), "--data", str(ws / "prep"), "--splits", "valid,dev"],
      "unknown split 'dev'"),
