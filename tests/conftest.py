@@ -1,15 +1,70 @@
-"""Shared test fixtures: a small in-test corpus, a tokenizer trained on it, tiny experiment configs."""
+"""Shared test fixtures: a small in-test corpus, a tokenizer trained on it, tiny experiment configs;
+and a guard failing any test during which babyllama's code causes a FutureWarning or DeprecationWarning."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+import babyllama
 from babyllama.cli import main
 from babyllama.tokenizer import save_tokenizer, train_tokenizer
+
+
+#: Our package's source folder: a warning is ours when raised from a frame in it, or from a library
+#: call made by one (transformers' deprecations point their filename at torch or at themselves).
+PACKAGE_DIR = str(Path(babyllama.__file__).resolve().parent) + os.sep
+DEPRECATIONS = (FutureWarning, DeprecationWarning, PendingDeprecationWarning)
+
+
+def _ours(filename: str) -> bool:
+    if str(Path(filename).resolve()).startswith(PACKAGE_DIR):
+        return True
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def deprecations_from_babyllama():
+    """Collect, as ``"file:line: Category: message"`` strings, each deprecation warning raised while
+    babyllama code is on the stack (every such warning counts: ``always``); other warnings go on to
+    the previous handler (pytest's record, or an outer guard)."""
+    caught: list[str] = []
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DEPRECATIONS) and _ours(filename):
+            caught.append(f"{filename}:{lineno}: {category.__name__}: {message}")  # handled here, not passed on
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        for category in DEPRECATIONS:
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        try:
+            yield caught
+        finally:
+            warnings.showwarning = previous
+
+
+@pytest.fixture(autouse=True)
+def _no_deprecations_from_babyllama():
+    """Fail the test if babyllama's calls raised a FutureWarning or DeprecationWarning."""
+    with deprecations_from_babyllama() as caught:
+        yield
+    if caught:
+        pytest.fail("deprecated API used by babyllama:\n" + "\n".join(dict.fromkeys(caught)), pytrace=False)
 
 
 def shared_data() -> Path:

@@ -3,6 +3,8 @@
 The killed run is a real ``babyllama`` process; the resumed and the uninterrupted runs are the
 same command in this process. On CPU the kernels are deterministic for a fixed thread count, so
 weights are compared bitwise (``torch.equal``); the logged metrics must match line for line.
+Attention dropout is on, so a match needs the checkpoint's random state restored, and the log's
+``resume`` record shows the rerun starting at the last checkpoint's step.
 """
 
 import json
@@ -17,12 +19,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from babyllama import checkpoints
 from babyllama.cli import main
 
 STEPS = ["--preset", "tiny", "--quiet", "--set", "train.seq_length=32", "--set", "train.batch_size=8",
          "--set", "train.max_steps=14", "--set", "train.warmup_steps=1", "--set", "train.lr=3e-3",
          "--set", "train.log_every=1", "--set", "train.eval_every=5", "--set", "train.checkpoint_every=1",
-         "--set", "train.seed=11"]
+         "--set", "train.seed=11", "--set", "model.attention_dropout=0.2"]
 
 
 def _records(folder):
@@ -54,8 +57,15 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path, cli_workspace
     kill_step = random.Random(kind).randint(3, 11)
     _kill_at([*base, "--out", str(tmp_path / "cut"), *STEPS], tmp_path / "cut/metrics.jsonl", kill_step)
     assert not (tmp_path / "cut/stage.json").exists()
+    saved = checkpoints.read_state(checkpoints.latest(tmp_path / "cut/checkpoints"))["step"]
+    assert saved >= kill_step - 1  # checkpoint_every=1: at most the killed step is lost
     assert main([*base, "--out", str(tmp_path / "cut"), *STEPS]) == 0
     full, cut = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "cut/model.safetensors")
     assert all(torch.equal(full[k], cut[k]) for k in full)
-    drop_time = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "time_s")} for r in rows]
-    assert drop_time(_records(tmp_path / "full")) == drop_time(_records(tmp_path / "cut"))
+    cut_log = _records(tmp_path / "cut")
+    resumed = [i for i, r in enumerate(cut_log) if r["event"] == "resume"]
+    assert len(resumed) == 1 and cut_log[resumed[0]]["step"] == saved
+    assert [r["step"] for r in cut_log[resumed[0] + 1:] if r["event"] == "train"][0] == saved + 1
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k not in ("tokens_per_s", "time_s")} for r in rows
+                              if r["event"] != "resume"]
+    assert drop_time(_records(tmp_path / "full")) == drop_time(cut_log)

@@ -1,23 +1,35 @@
 """Signals, checkpoint retention and a full disk: the run stops cleanly and loses nothing."""
 
 import errno
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from babyllama import checkpoints
+from babyllama.cli import main
 from babyllama.errors import UserError
-from babyllama.preemption import Preempted
+from babyllama.preemption import EXIT_PREEMPTED, Preempted
+from conftest import TINY_TRAIN
 from babyllama.train import train_stage
 from test_train import _stage, data  # noqa: F401  (module fixture)
+
+
+def _log(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_sigterm_checkpoints_then_resume_is_exact(tmp_path, data):  # noqa: F811
     tok, token_data = data
     stage = _stage(seed=4, max_steps=6, eval_every=2)
+    stage.model.attention_dropout = 0.2  # the resumed weights match only with the random state restored
     train_stage("full", stage, tok, token_data, tmp_path / "full", progress=False)
 
     def terminate(step, loss):
@@ -31,6 +43,33 @@ def test_sigterm_checkpoints_then_resume_is_exact(tmp_path, data):  # noqa: F811
     train_stage("cut", stage, tok, token_data, tmp_path / "cut", progress=False)
     full, cut = load_file(tmp_path / "full/model.safetensors"), load_file(tmp_path / "cut/model.safetensors")
     assert all(torch.equal(full[k], cut[k]) for k in full)
+    events = [(r["event"], r["step"]) for r in _log(tmp_path / "cut")]
+    assert events[events.index(("resume", 3)) + 1] == ("train", 4)
+
+
+def test_sigterm_to_the_cli_exits_75_and_the_rerun_resumes(tmp_path, cli_workspace):
+    ws = cli_workspace
+    argv = ["pretrain", "--data", str(ws / "prep"), "--tokenizer", str(ws / "tok"), *TINY_TRAIN,
+            "--set", "train.max_steps=30", "--set", "train.epochs=100", "--set", "train.log_every=1",
+            "--set", "train.eval_every=0", "--set", "train.checkpoint_every=1", "--set", "model.attention_dropout=0.2"]
+    out = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "babyllama", *argv, "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and any(r["event"] == "train" for r in _log(out)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED == 75, err[-2000:]
+    stopped = int(re.search(r"preempted: cut: stopped by signal at step (\d+); checkpoint saved", err).group(1))
+    assert checkpoints.read_state(checkpoints.latest(out / "checkpoints"))["step"] == stopped
+    assert not (out / "stage.json").exists()
+    assert main([*argv, "--out", str(out)]) == 0
+    events = [(r["event"], r["step"]) for r in _log(out)]
+    assert events[events.index(("resume", stopped)) + 1] == ("train", stopped + 1)
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 30
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path, data):  # noqa: F811

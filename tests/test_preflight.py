@@ -143,21 +143,24 @@ def test_set_may_add_a_model_only_with_its_kind(tmp_path):
     assert config.models["other"].train.seed == 9
 
 
-def test_teacher_vocabulary_is_checked_without_loading_weights(tmp_path, cli_workspace):
-    from babyllama.teachers import check_teacher_vocabulary
+def test_teacher_check_bounds_the_vocabulary_before_the_tokenizer_exists(tmp_path, cli_workspace):
     from babyllama.tokenizer import load_tokenizer
 
     teacher = tmp_path / "teacher"
     shutil.copytree(cli_workspace / "teacher", teacher)
-    (teacher / "model.safetensors").unlink()  # the vocabulary check reads config.json and the tokenizer only
     tok = load_tokenizer(cli_workspace / "tok")
-    check_teacher_vocabulary(teacher, tok, len(tok))
-    check_teacher_vocabulary(teacher, None, len(tok))
-    with pytest.raises(UserError, match="vocabulary size 320 differs from the student's 300"):
-        check_teacher_vocabulary(teacher, None, 300)
+    preflight.check_teacher(teacher, tok, len(tok), 32)
+    preflight.check_teacher(teacher, None, 320)
+    preflight.check_teacher(teacher, None, 400)  # a tokenizer trained to 400 may come out with 320 tokens
+    with pytest.raises(UserError, match="vocabulary size 320 is larger than the student's tokenizer can be"):
+        preflight.check_teacher(teacher, None, 300)
     other = load_tokenizer(cli_workspace / "tok300")
-    with pytest.raises(UserError, match="vocabulary size 320 differs"):
-        check_teacher_vocabulary(teacher, other, len(other))
+    with pytest.raises(UserError, match="vocabulary size 320 differs from the student's 300"):
+        preflight.check_teacher(teacher, other, len(other))
+    weights = teacher / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match="cannot load the model"):
+        preflight.check_teacher(teacher, tok, len(tok))
 
 
 def test_teacher_folder_is_compared_with_the_trained_tokenizer_before_any_model_trains(tmp_path, cli_workspace,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -149,8 +148,10 @@ def cmd_tokenizer(args) -> int:
 def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
     from .pipeline import load_token_data, mark_done
+    from .io import ensure_writable
     from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
                             checkpoint_disk_bytes, stage_parameters)
+    from .stage_lock import clear_folder, stage_lock
     from .tokenizer import load_tokenizer, tokenizer_hash
     from .train import train_stage
 
@@ -172,7 +173,7 @@ def _cmd_train(args, kind: str) -> int:
     vocab = len(tokenizer) if tokenizer is not None else None
     if vocab is not None:
         for teacher in teachers:
-            problems.check(check_teacher, teacher, tokenizer, vocab)
+            problems.check(check_teacher, teacher, tokenizer, vocab, stage.train.seq_length)
         n_params = problems.check(stage_parameters, stage, vocab)
         if n_params is not None and writable:
             problems.check(check_disk, out, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints),
@@ -181,12 +182,14 @@ def _cmd_train(args, kind: str) -> int:
         problems.add(f"distill.teacher_cache: {stage.distill.teacher_cache} is not a teacher cache (no meta.json); "
                      f"build it with `babyllama teach-cache`")
     problems.raise_if_any()
-    if (out / "stage.json").is_file():
-        shutil.rmtree(out)
-    token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
-    metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
-                          progress=not args.quiet, overwrite=args.overwrite)
-    mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
+    with stage_lock(out):  # a second live job on OUT is refused here, before anything is touched
+        if (out / "stage.json").is_file():
+            clear_folder(out)
+        ensure_writable(out)
+        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+        metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
+                              progress=not args.quiet, overwrite=args.overwrite)
+        mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
     test = "none" if metrics["test_loss"] is None else f"{metrics['test_loss']:.4f}"
     print(f"{out}: val_loss {metrics['val_loss']:.4f}, test_loss {test}")
     return 0

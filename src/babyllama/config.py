@@ -52,7 +52,7 @@ class CorpusConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Byte-level BPE settings (DESIGN.md); ``path`` reuses an existing tokenizer folder."""
+    """Byte-level BPE settings (docs/paper-recipe.md); ``path`` reuses an existing tokenizer folder."""
 
     vocab_size: int = 16_000
     min_frequency: int = 2
@@ -96,7 +96,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """The training recipe (defaults: the paper's, DESIGN.md).
+    """The training recipe (defaults: the paper's, docs/paper-recipe.md).
 
     ``batch_size`` is the global batch per optimizer step (sequences), split over
     ``grad_accum`` micro-steps and over processes. ``epochs`` may be fractional; ``max_steps``

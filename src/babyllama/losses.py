@@ -5,7 +5,7 @@ and labels ``(batch, seq)`` already aligned with the logits (``labels[b, t]`` is
 ``logits[b, t]`` predicts; ``IGNORE_INDEX`` marks positions without a target). Positions with an
 ignored label count for neither the cross-entropy nor the KL term.
 
-Distillation (DESIGN.md): ``loss = alpha * CE + (1 - alpha) * T^2 * KL(p_teacher || p_student)``
+Distillation (docs/paper-recipe.md): ``loss = alpha * CE + (1 - alpha) * T^2 * KL(p_teacher || p_student)``
 with both distributions at temperature ``T``; the teacher distribution is that of the ensemble's
 mean logits. Two KL reductions:
 
@@ -40,8 +40,8 @@ KL_CHUNK_TOKENS = 1024
 
 #: Elements of one ``(rows, vocab)`` float32 temporary in :func:`chunked_lm_loss`: 16 MiB, under
 #: glibc's largest mmap threshold (32 MiB), so freed chunks are reused from the heap instead of
-#: being returned to the kernel and zeroed again on the next allocation (DESIGN.md: page zeroing
-#: dominated the reference's distillation time).
+#: being returned to the kernel and zeroed again on the next allocation (page zeroing dominated the
+#: reimplemented authors' distillation: the ``sys s/step`` column of benchmarks/RESULTS.md).
 CHUNK_ELEMENTS = 1 << 22
 
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from .config import ModelConfig
 from .errors import UserError
 
-#: Architectures by name. ``babyllama2-345m`` is the paper's model (DESIGN.md); the others are
+#: Architectures by name. ``babyllama2-345m`` is the paper's model (docs/paper-recipe.md); the others are
 #: CPU sizes: ``tiny`` for tests, ``demo`` (~2M with the demo's 2k vocabulary) for the demo,
 #: ``cpu-14m`` and ``cpu-52m`` for the benchmarks of issue 6.
 PRESETS: dict[str, dict] = {
@@ -33,7 +33,7 @@ PRESETS: dict[str, dict] = {
                  num_attention_heads=4, num_key_value_heads=2),
 }
 
-#: Settings shared by every preset (the paper's, DESIGN.md).
+#: Settings shared by every preset (the paper's, docs/paper-recipe.md).
 COMMON = dict(max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=1e4, tie_word_embeddings=False,
               attention_dropout=0.0, hidden_act="silu")
 

@@ -10,7 +10,6 @@ config changed is refused unless ``overwrite`` is set (nothing is deleted silent
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from .data.corpus import iter_lines, prepare_corpus, split_files
 from .data.token_arrays import encode_split
 from .errors import UserError
 from .io import atomic_write_json, atomic_write_text
+from .stage_lock import clear_folder, stage_lock
 from .tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
 from .train import TrainData, train_stage
 
@@ -46,7 +46,7 @@ def stage_done(folder: Path, chash: str, overwrite: bool) -> bool:
     if not overwrite:
         raise UserError(f"{folder}: holds a finished stage with a different config; rerun with --overwrite "
                         f"to replace it, or choose another run_dir")
-    shutil.rmtree(folder)
+    clear_folder(folder)
     return False
 
 
@@ -143,32 +143,37 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
         inputs = _model_inputs(config, name, stage, run_dir, prepared, tokenizer, shared, hashes, overwrite)
         hashes[name] = inputs.chash
         out = run_dir / name
-        if stage_done(out, inputs.chash, overwrite):
-            _log(f"{name}: finished earlier, skipped ({out})")
-        else:
-            _log(f"{name}: {stage.kind} -> {out}")
-            if stage.kind == "distill" and stage.distill.teacher_cache is not None:
-                _ensure_teacher_cache(stage, inputs, run_dir, progress)
-            train_stage(name, stage, inputs.tokenizer, inputs.data, out, inputs.teacher_dirs, progress=progress,
-                        overwrite=overwrite)
-            mark_done(out, stage.kind, inputs.chash)
-        results[name] = json.loads((out / "metrics.json").read_text())
+        with stage_lock(out):  # another live job on this stage: refused here, before anything is touched
+            if stage_done(out, inputs.chash, overwrite):
+                _log(f"{name}: finished earlier, skipped ({out})")
+            else:
+                _log(f"{name}: {stage.kind} -> {out}")
+                if stage.kind == "distill" and stage.distill.teacher_cache is not None:
+                    _ensure_teacher_cache(stage, inputs, run_dir, progress)
+                train_stage(name, stage, inputs.tokenizer, inputs.data, out, inputs.teacher_dirs, progress=progress,
+                            overwrite=overwrite)
+                mark_done(out, stage.kind, inputs.chash)
+            results[name] = json.loads((out / "metrics.json").read_text())
     if evaluate:
         from .evaluate_stage import evaluate_models
 
-        results = evaluate_models(config, list(results), overwrite=overwrite, progress=progress)
+        evaluated = {}
+        for name in results:
+            with stage_lock(run_dir / name):
+                evaluated.update(evaluate_models(config, [name], overwrite=overwrite, progress=progress))
+        results = evaluated
     return results
 
 
 def _check_folder_teachers(config: ExperimentConfig, only: list[str] | None, tokenizer) -> None:
     """Compare teacher folders with the run's tokenizer as soon as it exists, before any model trains."""
-    from .teachers import check_teacher_vocabulary
+    from .teachers import check_teacher
 
     for name, stage in config.models.items():
         if stage.tokenizer is None and (only is None or name in only):
             for teacher in stage.teachers:
                 if teacher not in config.models:
-                    check_teacher_vocabulary(teacher, tokenizer, len(tokenizer))
+                    check_teacher(teacher, tokenizer, len(tokenizer), stage.train.seq_length)
 
 
 def _ensure_teacher_cache(stage: StageConfig, inputs: ModelInputs, run_dir: Path, progress: bool) -> None:

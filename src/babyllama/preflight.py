@@ -129,16 +129,21 @@ def check_prepared(folder: str | Path) -> None:
 
 
 def check_model_folder(folder: str | Path) -> None:
-    """Refuse a folder without ``config.json`` and weights (safetensors or a PyTorch bin)."""
+    """Refuse a folder without ``config.json`` and readable weights (safetensors or a PyTorch bin)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: not a model directory (no config.json)")
-    weights = sorted(folder.glob("*.safetensors"))
-    if not (weights or list(folder.glob("pytorch_model*.bin"))):
+    if not (list(folder.glob("*.safetensors")) or list(folder.glob("pytorch_model*.bin"))):
         raise UserError(f"{folder}: not a model directory (no model.safetensors)")
+    check_weights_readable(folder)
+
+
+def check_weights_readable(folder: str | Path) -> None:
+    """Refuse a folder whose ``*.safetensors`` headers do not read (a truncated or foreign file);
+    the header only is read, not the weights."""
     from safetensors import SafetensorError, safe_open
 
-    for path in weights:  # reads the header only
+    for path in sorted(Path(folder).glob("*.safetensors")):
         try:
             with safe_open(path, framework="pt"):
                 pass
@@ -147,24 +152,26 @@ def check_model_folder(folder: str | Path) -> None:
             raise UserError(f"{folder}: cannot load the model ({path.name}: {first[:160]})") from None
 
 
-def check_teacher(folder: str | Path, student_tokenizer, student_vocab_size: int) -> None:
-    """A teacher folder: weights present, loadable config, the student's vocabulary.
+def check_teacher(folder: str | Path, student_tokenizer, student_vocab_size: int, seq_length: int | None = None) -> None:
+    """A teacher folder: :func:`babyllama.teachers.check_teacher` (a decoder-only causal LM with
+    weights, the student's vocabulary and tokenizer, enough positions), then its weights' headers.
 
     Without ``student_tokenizer`` (the run trains it later) ``student_vocab_size`` is the
     configured size, an upper bound: a trained BPE tokenizer may come out smaller, so only a
     teacher with more tokens is refused here; the pipeline compares the exact vocabulary once the
     tokenizer exists, before the first model trains.
     """
-    from .teachers import check_teacher_vocabulary
+    from .teachers import check_teacher as check_teacher_folder
+    from .teachers import check_teacher_config
 
-    check_model_folder(folder)
     if student_tokenizer is not None:
-        check_teacher_vocabulary(folder, student_tokenizer, student_vocab_size)
-        return
-    vocab = check_teacher_vocabulary(folder, None, None)
-    if not isinstance(vocab, int) or vocab > student_vocab_size:
-        raise UserError(f"teacher {folder}: vocabulary size {vocab} is larger than the student's tokenizer "
-                        f"can be (tokenizer.vocab_size {student_vocab_size})")
+        check_teacher_folder(folder, student_tokenizer, student_vocab_size, seq_length)
+    else:
+        vocab = getattr(check_teacher_config(folder, None, seq_length).get_text_config(), "vocab_size", None)
+        if not isinstance(vocab, int) or vocab > student_vocab_size:
+            raise UserError(f"teacher {folder}: vocabulary size {vocab} is larger than the student's tokenizer "
+                            f"can be (tokenizer.vocab_size {student_vocab_size})")
+    check_weights_readable(folder)
 
 
 def check_zero_shot_task(name: str, folder: str | Path) -> None:
@@ -205,26 +212,30 @@ def _check_jsonl_start(path: Path, keys: tuple[str, ...]) -> None:
                 raise UserError(f"{path}:{number}: key {key!r} must be a string, got {record[key]!r}")
 
 
-def glue_problems(data: str, tasks: list[str] | None) -> list[str]:
-    """Problems with a GLUE data folder and task list: unknown task names, missing files for a
-    task named explicitly (``tasks`` None: every task whose files are there, at least one), and
-    files whose first lines do not parse."""
-    from .evaluation.glue import TASK_NAMES, TASKS, _needed_files
+def glue_problems(data: str, tasks: list[str] | None, recipe: str = "2024") -> list[str]:
+    """Problems with a GLUE data folder and task list: unknown task names for the ``recipe``,
+    missing files for a task named explicitly (``tasks`` None: every task whose files are there,
+    at least one), and files whose first lines do not parse."""
+    from .evaluation.glue_data import needed_files
+    from .evaluation.glue_tasks import TASKS, get_recipe
 
     where = "evaluation.glue"
     folder = Path(data)
     if not folder.is_dir():
         return [f"{where}.data: {folder}: GLUE data folder not found"]
     problems = Problems()
+    chosen = problems.check(get_recipe, recipe)
+    if chosen is None:
+        return problems.lines
     if tasks is not None and not tasks:
         problems.add(f"{where}.tasks: empty list; leave it out to run every task found")
     for name in tasks or ():
-        if name not in TASKS:
-            problems.add(f"{where}.tasks: unknown GLUE task {name!r}{_suggest(name, TASKS)}; "
-                         f"expected some of {', '.join(TASK_NAMES)}")
+        if name not in chosen.tasks:
+            problems.add(f"{where}.tasks: unknown GLUE task {name!r}{_suggest(name, chosen.tasks)} for the "
+                         f"{chosen.name} recipe; expected some of {', '.join(chosen.tasks)}")
     runnable = []
-    for name in [t for t in TASK_NAMES if tasks is None or t in tasks]:
-        found, missing = _needed_files(folder, TASKS[name])
+    for name in [t for t in chosen.tasks if tasks is None or t in tasks]:
+        found, missing = needed_files([folder], TASKS[name])
         if missing is None:
             runnable.append((name, found))
         elif tasks is not None:
@@ -311,7 +322,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         vocab = len(tok) if tok is not None else vocab
         for teacher in stage.teachers:
             if teacher not in config.models:
-                problems.check(check_teacher, teacher, tok, vocab)
+                problems.check(check_teacher, teacher, tok, vocab, stage.train.seq_length)
             elif _tokenizer_key(config, config.models[teacher]) != _tokenizer_key(config, stage):
                 problems.add(f"models.{name}.teachers: {teacher} is trained with another tokenizer than {name} "
                              f"(their tokenizer or corpus settings differ); a teacher must share the student's")
@@ -326,7 +337,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         for task, folder in (zs.tasks.items() if zs is not None else ()):
             problems.check(check_zero_shot_task, task, folder)
         if glue is not None and glue.data:
-            for line in glue_problems(glue.data, glue.tasks):
+            for line in glue_problems(glue.data, glue.tasks, getattr(glue, "recipe", "2024")):
                 problems.add(line)
     if peak_bytes and writable:
         problems.check(check_disk, run_dir, finished_bytes + peak_bytes,
@@ -365,8 +376,8 @@ def preflight_sweep(sweep) -> None:
     problems.lines += [line for line in experiment_problems(config, sorted(trained), sweep.sweep_dir / "shared")
                        if line not in problems.lines]
     vocab = (stage.tokenizer or config.tokenizer).vocab_size
-    for teacher, folder in sweep.file.teachers.items():
-        problems.check(check_teacher, folder, None, vocab)
+    for folder in sweep.file.teachers.values():
+        problems.check(check_teacher, folder, None, vocab, stage.train.seq_length)
     problems.raise_if_any()
 
 

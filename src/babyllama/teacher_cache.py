@@ -134,7 +134,7 @@ def build_teacher_cache(teacher_dirs: list[str | Path], train_tokens: np.ndarray
     device = torch.device(device)
     reference_tok = tokenizer if tokenizer is not None else _tokenizer_of(teacher_dirs)
     vocab = len(reference_tok)
-    teachers = load_teachers(teacher_dirs, reference_tok, vocab, dtype, device)
+    teachers = load_teachers(teacher_dirs, reference_tok, vocab, dtype, device, seq_length=seq_length)
     id_dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
     shape = (len(offsets), n_chunks, seq_length, k)
     meta = {"format": FORMAT, "kind": "sample", "k": k, "temperature": float(temperature), "seq_length": seq_length,

@@ -1,6 +1,6 @@
 """Train and load the byte-level BPE tokenizer as a ``transformers`` fast tokenizer.
 
-Settings follow the paper (DESIGN.md): NFKC normalisation, byte-level pre-tokenisation with a
+Settings follow the paper (docs/paper-recipe.md): NFKC normalisation, byte-level pre-tokenisation with a
 prefix space, vocabulary 16000, minimum pair frequency 2, specials ``<pad>`` ``<s>`` ``</s>``
 (ids 0, 1, 2). The tokenizer is saved with ``tokenizer_class: PreTrainedTokenizerFast`` so that
 ``AutoTokenizer`` reloads ``tokenizer.json`` exactly as trained (a GPT-2 wrapper would drop

@@ -149,7 +149,8 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
         dtype = DTYPES[d.teacher_precision]
     else:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
-    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device)
+    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device,
+                             seq_length=stage.train.seq_length)
 
     def online_loss(model, input_ids, labels, starts):
         features, weight = student(model, input_ids)
@@ -219,6 +220,9 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
         if main and log_path.is_file():
             kept = [r for r in read_jsonl(log_path) if r.get("step", 0) <= state["step"]]
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if main:
+            append_jsonl(log_path, {"event": "resume", "step": state["step"], "tokens": state["tokens"],
+                                    "checkpoint": str(resume_from), "time_s": state["train_time_s"]})
     elif main:
         ensure_writable(out_dir)
         if log_path.exists():

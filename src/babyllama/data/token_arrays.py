@@ -5,7 +5,7 @@ decoded array reproduces the text) with the Rust tokenizer's parallel batch enco
 concatenated into one flat array: ``uint16`` when the vocabulary fits, else ``uint32``. The
 cache key hashes the tokenizer and the text, so a changed tokenizer or corpus is re-encoded.
 
-Chunking (DESIGN.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
+Chunking (the paper's, docs/paper-recipe.md): a training chunk is ``seq_length + 1`` tokens (inputs are the first
 ``seq_length``, labels the last ``seq_length``); each epoch starts the chunks at a fresh random
 offset in ``[0, seq_length)`` and visits them in a fresh random order. Evaluation chunks start
 at fixed multiples of ``seq_length``, so every token after the first is predicted exactly once.

@@ -154,6 +154,13 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def cache_keyword(model) -> str:
+    """The forward keyword for a key/value cache: ``cache`` where the model's forward takes it
+    (current transformers, which deprecates ``past_key_values`` and removes it in 5.40), else
+    ``past_key_values`` (older releases and remote code)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _kept_logits(model, keep: torch.Tensor, fast_keep: bool, **inputs) -> tuple[torch.Tensor, object]:
     """Run ``model`` and return the logits at the ``True`` positions of ``keep`` (B, L) as a float32
     (N_keep, V) tensor in row-major order of ``keep``, with the model's key/value cache."""
@@ -163,7 +170,7 @@ def _kept_logits(model, keep: torch.Tensor, fast_keep: bool, **inputs) -> tuple[
     else:  # models without ``logits_to_keep`` (older remote code): project every position
         out = model(**inputs, use_cache=True)
         logits = out.logits[keep]
-    return logits.float(), out.past_key_values
+    return logits.float(), out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def _target_logprobs(logits: torch.Tensor, rows: list[int], tokens: list[int]) -> torch.Tensor:
@@ -305,7 +312,7 @@ def _score_batch(model, items, shared, offsets, batch, scores, pad_id, fast_keep
         input_ids=torch.from_numpy(s_ids).to(device),
         attention_mask=torch.cat([torch.from_numpy(mask).to(device)[source], s_mask_t], dim=1),
         position_ids=torch.from_numpy(s_pos).to(device),
-        past_key_values=cache,
+        **{cache_keyword(model): cache},
     )
     values = _target_logprobs(logits, rows, tokens)
     scores.index_add_(0, torch.tensor(slots, dtype=torch.long, device=device), values)
