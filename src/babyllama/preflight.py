@@ -309,7 +309,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
     elif (run_dir / "tokenizer" / "stage.json").is_file():
         tokenizer = problems.check(load_tokenizer, run_dir / "tokenizer")
     names = [n for n in config.stage_order() if only is None or n in only]
-    finished_bytes, peak_bytes = 0, 0
+    finished_bytes, peak_bytes, counted = 0, 0, {}
     for name in names:
         stage = config.models[name]
         tok, vocab = tokenizer, config.tokenizer.vocab_size
@@ -328,7 +328,10 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
                              f"(their tokenizer or corpus settings differ); a teacher must share the student's")
         if (run_dir / name / "stage.json").is_file():
             continue
-        n_params = problems.check(stage_parameters, stage, vocab)
+        key = (config_hash(stage.model), vocab)
+        if key not in counted:
+            counted[key] = problems.check(stage_parameters, stage, vocab)
+        n_params = counted[key]
         if n_params is not None:
             finished_bytes += n_params * MODEL_BYTES_PER_PARAM
             peak_bytes = max(peak_bytes, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints))
