@@ -69,8 +69,8 @@ def _glue(lines: dict[str, str]):
 COLA = '{"sentence": "the dog runs .", "label": 1}\n{"sentence": "dog the runs .", "label": 0}\n'
 
 
-def _sweep(ws):
-    (ws / "sweep.yaml").write_text(f"experiment: bad.yaml\nstage: a\nsweep_dir: {ws}/sweep\ntrials: 2\n"
+def _sweep(ws, stage: str = "a", extra: str = ""):
+    (ws / "sweep.yaml").write_text(f"experiment: bad.yaml\nstage: {stage}\nsweep_dir: {ws}/sweep\ntrials: 2\n{extra}"
                                    "space: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}\n")
 
 
@@ -216,6 +216,10 @@ CASES = [
      lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "corpus folder not found"),
     ("sweep-zero-shot-folder-missing", _all(_exp_with("evaluation: {zero_shot: {tasks: {ewok: WS/ewok_nope}}}"), _sweep),
      lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "ewok_nope: data folder for task 'ewok'"),
+    ("sweep-teacher-folder-not-a-model",
+     _all(_exp_with("models: {a: {}, s: {kind: distill, teachers: [a]}}"),
+          lambda ws: _sweep(ws, "s", f"teachers: {{a: {ws / 'tok'}}}\n")),
+     lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "tok: not a model directory (no config.json)"),
     # argument errors: one line, no usage
     ("argument-unknown-option", None, lambda ws: ["run", str(ws / "exp.yaml"), "--bogus"],
      "unrecognized arguments: --bogus"),

@@ -340,7 +340,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         for task, folder in (zs.tasks.items() if zs is not None else ()):
             problems.check(check_zero_shot_task, task, folder)
         if glue is not None and glue.data:
-            for line in glue_problems(glue.data, glue.tasks, getattr(glue, "recipe", "2024")):
+            for line in glue_problems(glue.data, glue.tasks):
                 problems.add(line)
     if peak_bytes and writable:
         problems.check(check_disk, run_dir, finished_bytes + peak_bytes,
@@ -352,9 +352,9 @@ def preflight_experiment(config: ExperimentConfig, only: list[str] | None = None
                          run_dir: str | Path | None = None) -> None:
     """Raise :class:`~babyllama.errors.UserErrors` listing every problem of
     :func:`experiment_problems`; return quietly when there is none."""
-    problems = Problems()
-    problems.lines = experiment_problems(config, only, run_dir)
-    problems.raise_if_any()
+    lines = experiment_problems(config, only, run_dir)
+    if lines:
+        raise UserErrors(lines)
 
 
 def preflight_sweep(sweep) -> None:
@@ -374,13 +374,16 @@ def preflight_sweep(sweep) -> None:
         if teacher in config.models and teacher not in sweep.file.teachers and teacher not in trained:
             trained.add(teacher)
             visit(teacher)
+    from .tokenizer import load_tokenizer
+
     problems = Problems()
-    problems.check(check_writable, sweep.sweep_dir, "sweep folder")
-    problems.lines += [line for line in experiment_problems(config, sorted(trained), sweep.sweep_dir / "shared")
-                       if line not in problems.lines]
-    vocab = (stage.tokenizer or config.tokenizer).vocab_size
+    for line in experiment_problems(config, sorted(trained), sweep.sweep_dir / "shared"):
+        problems.add(line)
+    settings = stage.tokenizer or config.tokenizer
+    tokenizer = problems.check(load_tokenizer, settings.path) if settings.path else None
+    vocab = len(tokenizer) if tokenizer is not None else settings.vocab_size
     for folder in sweep.file.teachers.values():
-        problems.check(check_teacher, folder, None, vocab, stage.train.seq_length)
+        problems.check(check_teacher, folder, tokenizer, vocab, stage.train.seq_length)
     problems.raise_if_any()
 
 
