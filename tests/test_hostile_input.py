@@ -94,6 +94,32 @@ def _other_vocab_teacher(ws):
         shutil.copy(ws / "tok300" / name, ws / "other" / name)
 
 
+def _encoder_only_teacher(ws):
+    from transformers import BertConfig, BertForMaskedLM
+
+    BertForMaskedLM(BertConfig(vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64)).save_pretrained(ws / "bert")
+
+
+def _gpt2_teacher_other_size(ws):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=327, n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=1,
+                               eos_token_id=2)).save_pretrained(ws / "gpt2")
+
+
+def _live_lock(ws):
+    """``new`` is being trained by a live process (this one's pid stands in for it)."""
+    import json
+    import os
+    import socket
+    import time
+
+    (ws / "new").mkdir()
+    (ws / "new" / "stage.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                       "since": "2026-01-01T00:00:00", "heartbeat_unix": time.time()}))
+
+
 def _stale_checkpoint(ws):
     (ws / "stale/checkpoints/step-00000002").mkdir(parents=True)
     (ws / "stale/checkpoints/step-00000002/trainer_state.json").write_text('{"config_hash": "0000", "step": 2}')
@@ -156,6 +182,11 @@ CASES = [
     ("teacher-not-a-model", None, lambda ws: DISTILL(ws, str(ws / "tok")), "not a model directory"),
     ("teacher-truncated-safetensors", _truncated_teacher, lambda ws: DISTILL(ws, str(ws / "broken")),
      "cannot load the model"),
+    ("teacher-encoder-only", _encoder_only_teacher, lambda ws: DISTILL(ws, str(ws / "bert")),
+     "an encoder-only or non-causal-LM 'bert' model"),
+    ("teacher-gpt2-other-vocabulary-size", _gpt2_teacher_other_size,
+     lambda ws: DISTILL(ws, f"{ws / 'teacher'},{ws / 'gpt2'}"), "vocabulary size 327 differs from the student's 320"),
+    ("stage-trained-by-another-process", _live_lock, PRETRAIN, "in use by another process (host"),
     ("checkpoint-other-config", _stale_checkpoint,
      lambda ws: [*PRETRAIN(ws)[:6], str(ws / "stale"), *TRAIN], "checkpoint was written by a different config"),
     ("finished-run-without-overwrite", None,
@@ -255,6 +286,10 @@ CASES = [
     ("evaluate-unknown-split", None,
      lambda ws: ["evaluate", "loss", str(ws / "teacher"), "--data", str(ws / "prep"), "--splits", "valid,dev"],
      "unknown split 'dev'"),
+    ("reading-data-missing", None,
+     lambda ws: ["evaluate", "reading", str(ws / "teacher"), "--data", str(ws / "nope")], "no such reading data"),
+    ("aoa-no-word-checkpoints", None,
+     lambda ws: ["evaluate", "aoa", str(ws / "teacher"), "--data", str(ws / "nope")], "no word-count checkpoints"),
 ]
 
 

@@ -104,7 +104,7 @@ def test_zero_shot_task_check_reads_first_lines_and_suggests_names(tmp_path):
     with pytest.raises(UserError, match=r"agr.jsonl:1: missing key 'Context1'"):
         preflight.check_zero_shot_task("ewok", folder)
     (folder / "agr.jsonl").write_text('{"sentence_good": "a b", "sentence_bad": ["b a"]}\n')
-    with pytest.raises(UserError, match=r"agr.jsonl:1: key 'sentence_bad' must be a string"):
+    with pytest.raises(UserError, match=r"agr.jsonl:1: key 'sentence_bad' must be a non-empty string"):
         preflight.check_zero_shot_task("blimp", folder)
 
 

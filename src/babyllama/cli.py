@@ -34,6 +34,12 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override a config value (YAML syntax), e.g. --set models.student.train.lr=1e-3; repeatable")
 
 
+def _add_strict_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict-budget", action="store_true",
+                   help="refuse to train (exit 2) when the estimated words exceed the experiment's track "
+                   "(track: strict-small, 10M unique / 100M seen; strict, 100M / 1000M); default: a warning")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -64,7 +70,11 @@ def cmd_run(args) -> int:
     config = load_experiment(args.experiment, args.overrides)
     _preflight(config, args)
     if args.dry_run:
-        return _describe(config)
+        from .word_budget import enforce, experiment_budget
+
+        _describe(config)
+        enforce(experiment_budget(config), args.strict_budget)
+        return 0
     return _run(config, args)
 
 
@@ -82,11 +92,14 @@ def _preflight(config, args) -> None:
 def _run(config, args) -> int:
     from .pipeline import run_experiment
     from .report import build_report
+    from .word_budget import enforce, experiment_budget, write_budget
 
+    enforce(experiment_budget(config), args.strict_budget)
     only = _only(args)
     run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=only)
     if args.prepare_only:
         return 0
+    print(write_budget(config).summary())
     run_dir = Path(config.run_dir)
     report = build_report([run_dir], run_dir / "report")
     print(report.table)
@@ -152,7 +165,7 @@ def _cmd_train(args, kind: str) -> int:
     from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
                             checkpoint_disk_bytes, stage_parameters)
     from .stage_lock import clear_folder, stage_lock
-    from .tokenizer import load_tokenizer, tokenizer_hash
+    from .tokenizer import for_encoding, load_tokenizer, tokenizer_hash
     from .train import train_stage
 
     data = load_yaml(args.config) if args.config else {}
@@ -168,7 +181,10 @@ def _cmd_train(args, kind: str) -> int:
     if (out / "stage.json").is_file() and not args.overwrite:
         problems.add(f"{out}: already holds a finished run; use --overwrite to replace it")
     writable = problems.check(check_writable, out) is not None
+    encoding = stage.tokenizer.encoding if stage.tokenizer is not None else "per_line_prefix_space"
     tokenizer = problems.check(load_tokenizer, args.tokenizer)
+    if tokenizer is not None:
+        tokenizer = problems.check(for_encoding, tokenizer, encoding, f"--tokenizer {args.tokenizer}")
     problems.check(check_prepared, args.data)
     vocab = len(tokenizer) if tokenizer is not None else None
     if vocab is not None:
@@ -185,8 +201,8 @@ def _cmd_train(args, kind: str) -> int:
     with stage_lock(out):  # a second live job on OUT is refused here, before anything is touched
         if (out / "stage.json").is_file():
             clear_folder(out)
-        ensure_writable(out)
-        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"),
+                                     encoding)
         metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
                               progress=not args.quiet, overwrite=args.overwrite)
         mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
@@ -317,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
     p.add_argument("--prepare-only", action="store_true", help="stop after the corpus, tokenizer and token arrays")
+    _add_strict_budget(p)
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_demo)
@@ -325,12 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every stage of EXPERIMENT.yaml in order; finished stages with the same "
                        "resolved config are skipped and an interrupted training stage resumes from its checkpoint.")
     p.add_argument("experiment", help="experiment YAML file (see configs/)")
-    p.add_argument("--dry-run", action="store_true", help="validate, print each model and its parameter count, exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print each model, its parameter count and the word budget, exit")
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL",
                    help="train and evaluate only this model (repeatable); other jobs may train the rest")
     p.add_argument("--prepare-only", action="store_true",
                    help="stop after the corpus, tokenizer and token arrays (run once before parallel --only jobs)")
+    _add_strict_budget(p)
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_run)
@@ -399,10 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
     q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
     q.set_defaults(func=cmd_evaluate_loss)
-    from .evaluation import glue, zero_shot
+    from .evaluation import aoa, fast_eval, glue, reading, zero_shot
 
     zero_shot.add_parser(ev)
+    fast_eval.add_parser(ev)
     glue.add_parser(ev)
+    reading.add_parser(ev)
+    aoa.add_parser(ev)
 
     p = sub.add_parser("download", help="fetch the BabyLM corpus from the Hugging Face Hub",
                        description=cmd_download.__doc__)
@@ -411,9 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output corpus folder")
     p.set_defaults(func=cmd_download)
 
-    from . import report, sweep
+    from . import push, report, sweep
+    from .evaluation import collate
 
+    push.add_parser(sub)
     report.add_parser(sub)
+    from .study import add_parser as add_study_parser
+    add_study_parser(sub)
+    collate.add_parser(sub)
     sweep.add_parser(sub)
     return parser
 

@@ -178,29 +178,34 @@ def check_zero_shot_task(name: str, folder: str | Path) -> None:
     """Refuse an unknown zero-shot task name, or a data folder that is missing, holds no task
     files, or whose files' first lines do not parse as the task's items.
 
-    The one place that knows which task names exist; ``folder`` ``builtin`` stands for the
-    pairs the run generates (BLiMP format).
+    Task names and formats come from the task registry (:mod:`babyllama.evaluation.tasks`);
+    ``folder`` ``builtin`` stands for the pairs the run generates (BLiMP format).
     """
-    from .evaluation.minimal_pair_tasks import BLIMP_KEYS, TASK_FORMATS, task_files
+    from .evaluation import tasks as registry
+    from .evaluation.minimal_pair_tasks import BLIMP_KEYS
+    from .evaluation.tasks.ranking_2025 import read_lines
 
     where = f"evaluation.zero_shot.tasks.{name}"
-    if name not in TASK_FORMATS:
-        raise UserError(f"{where}: unknown zero-shot task {name!r}{_suggest(name, TASK_FORMATS)}; "
-                        f"expected one of {', '.join(TASK_FORMATS)}")
+    if name not in registry.TASKS:
+        raise UserError(f"{where}: unknown zero-shot task {name!r}{_suggest(name, registry.TASKS)}; "
+                        f"expected one of {', '.join(registry.TASKS)}")
+    keys = registry.TASKS[name].keys
     if str(folder) == "builtin":
-        if TASK_FORMATS[name] != BLIMP_KEYS:
+        if set(keys) != set(BLIMP_KEYS):
             raise UserError(f"{where}: 'builtin' generates BLiMP-style pairs, not {name} items; give a data folder")
         return
     try:
-        files = task_files(name, folder)
+        files = registry.check(name, folder)
+        for path in files:
+            for _ in zip(range(FIRST_LINES), read_lines(path, list(keys), keys)):
+                pass
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
-    keys = TASK_FORMATS[name]
-    for path in files:
-        _check_jsonl_start(path, keys)
 
 
 def _check_jsonl_start(path: Path, keys: tuple[str, ...]) -> None:
+    """The first ``FIRST_LINES`` records of a jsonl file parse, hold ``keys``, and all but
+    ``label`` are strings."""
     from .io import iter_jsonl_objects
 
     records = list(itertools.islice(iter_jsonl_objects(path, keys), FIRST_LINES))

@@ -451,7 +451,7 @@ def prepare_shared(sweep: Sweep, progress: bool) -> SharedInputs:
         own = run_prepare(stage.corpus, shared / f"corpus-{sweep.stage}") if stage.corpus else prepared
         if stage.tokenizer is not None:
             tokenizer = run_tokenizer(stage.tokenizer, own, shared / f"tokenizer-{sweep.stage}")
-        data = load_token_data(own, tokenizer, shared / "cache")
+        data = load_token_data(own, tokenizer, shared / "cache", (stage.tokenizer or config.tokenizer).encoding)
     teacher_dirs = [Path(sweep.file.teachers[t]) if t in sweep.file.teachers
                     else (shared / t if t in config.models else Path(t)) for t in stage.teachers]
     return SharedInputs(tokenizer=tokenizer, data=data, teacher_dirs=teacher_dirs)
@@ -465,6 +465,7 @@ def trial_experiment(sweep: Sweep, values: dict[str, Any], number: int, teacher_
     """The one-model experiment a trial runs: the tuned stage with ``values``, teachers as folders."""
     stage = _stage_with(sweep.base, sweep.stage, values)
     stage["teachers"] = [str(p.resolve()) for p in teacher_dirs]
+    stage["train"]["word_checkpoints"] = []  # a trial is a search point, not a submission: no chck_* folders
     data = copy.deepcopy(sweep.experiment_data)
     data.update(name=f"{sweep.study_name}-trial-{number:04d}", run_dir=str(trial_dir(sweep, number)),
                 models={sweep.stage: stage})

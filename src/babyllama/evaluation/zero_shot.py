@@ -1,7 +1,7 @@
-"""Zero-shot minimal-pair evaluation (BLiMP, BLiMP supplement, EWoK, built-in pairs), fast.
+"""Zero-shot evaluation (BLiMP, supplement, EWoK, built-in pairs; the 2025 tasks through the registry).
 
-Scoring is that of lm-evaluation-harness ``multiple_choice`` tasks with the ``acc`` metric, as the
-BabyLM 2024 pipeline runs them:
+The 2024 tasks are scored as lm-evaluation-harness ``multiple_choice`` tasks with the ``acc``
+metric, as the BabyLM 2024 pipeline runs them:
 
 - a choice's score is ``sum log P(choice tokens | context tokens)``, with no length normalisation;
 - the harness scores ``context`` + ``" " + choice`` (target delimiter one space). With an empty
@@ -13,52 +13,30 @@ BabyLM 2024 pipeline runs them:
 - a subtask's accuracy is the mean over its items; a group (task) or field score is the unweighted
   mean of its subtasks' accuracies.
 
-What makes it fast, with the same numbers:
-
-- every distinct item is scored once (``blimp`` and ``blimp_filtered`` share most pairs);
-- the choices of an item share a token prefix (the BOS token or context, and often the first words
-  of a minimal pair). The prefix runs once; its key/value cache is then copied to one row per
-  choice and only the differing suffixes run, so each token of an item goes through the model once;
-- items are sorted by length and batched with right padding; logits are computed only at the
-  positions that are scored (``logits_to_keep``) and reduced to ``logit[target] - logsumexp``
-  without materialising a log-softmax copy; everything runs under ``torch.inference_mode`` in the
-  compute dtype, with log-probabilities summed in float64.
+The 2025 pipeline's tasks (entity tracking, WUG, COMPS, the fast sets) come from the task
+registry (:mod:`babyllama.evaluation.tasks`); every task is scored by the one engine in
+:mod:`babyllama.evaluation.logprob_engine` (shared prefixes, length-sorted batches, each distinct
+item once). This module holds the 2024 harness encoding, the evaluation driver and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from babyllama.errors import UserError
-from babyllama.evaluation.minimal_pair_tasks import TASK_FORMATS, Item, Subtask, load_tasks
+from babyllama.evaluation.logprob_engine import EncodedItem, score_encoded
+from babyllama.evaluation.minimal_pair_tasks import TASK_FORMATS, Item, Subtask
 from babyllama.io import atomic_write_json
-from babyllama.progress import Progress
 
 TARGET_DELIMITER = " "
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_MAX_LENGTH = 2048  # the harness's fallback when neither config nor tokenizer gives one
-LOG_INTERVAL_S = 10.0
-
-
-@dataclass(frozen=True)
-class EncodedItem:
-    """Token ids of one item, as the harness builds them.
-
-    ``choices[k]`` is the full sequence context + choice k (a tuple of ints, length ``n_k``);
-    tokens at indices ``>= context_len`` are scored, each predicted from the tokens before it.
-    """
-
-    choices: tuple[tuple[int, ...], ...]
-    context_len: int
 
 
 def prefix_token_id(tokenizer) -> int:
@@ -139,185 +117,6 @@ def encode_items(tokenizer, items: Sequence[Item], max_length: int, source: str 
     return encoded
 
 
-def _common_prefix(seqs: Sequence[tuple[int, ...]]) -> int:
-    """Length of the longest token prefix shared by all ``seqs``."""
-    first = seqs[0]
-    n = min(len(s) for s in seqs)
-    for j in range(n):
-        token = first[j]
-        if any(s[j] != token for s in seqs[1:]):
-            return j
-    return n
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def cache_keyword(model) -> str:
-    """The forward keyword for a key/value cache: ``cache`` where the model's forward takes it
-    (current transformers, which deprecates ``past_key_values`` and removes it in 5.40), else
-    ``past_key_values`` (older releases and remote code)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _kept_logits(model, keep: torch.Tensor, fast_keep: bool, **inputs) -> tuple[torch.Tensor, object]:
-    """Run ``model`` and return the logits at the ``True`` positions of ``keep`` (B, L) as a float32
-    (N_keep, V) tensor in row-major order of ``keep``, with the model's key/value cache."""
-    if fast_keep:
-        out = model(**inputs, use_cache=True, logits_to_keep=keep)
-        logits = out.logits
-    else:  # models without ``logits_to_keep`` (older remote code): project every position
-        out = model(**inputs, use_cache=True)
-        logits = out.logits[keep]
-    return logits.float(), out["cache"] if "cache" in out else out["past_key_values"]
-
-
-def _target_logprobs(logits: torch.Tensor, rows: list[int], tokens: list[int]) -> torch.Tensor:
-    """log P(tokens[i] | position rows[i]) from (N, V) logits: ``logit - logsumexp``, float64 (len(rows),)."""
-    device = logits.device
-    rows_t = torch.tensor(rows, dtype=torch.long, device=device)
-    tokens_t = torch.tensor(tokens, dtype=torch.long, device=device)
-    lse = torch.logsumexp(logits, dim=-1)
-    return (logits[rows_t, tokens_t] - lse[rows_t]).double()
-
-
-def score_encoded(
-    model, encoded: Sequence[EncodedItem], batch_size: int = 64, progress: bool = True, desc: str = "zero-shot"
-) -> list[tuple[float, ...]]:
-    """Score every choice of every item: ``sum log P(choice tokens | context)`` per choice.
-
-    ``batch_size`` bounds the sequences (choices) per forward pass. Returns one tuple of floats per
-    item, in the order given. Identical items are scored once.
-    """
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    device = next(model.parameters()).device
-    pad_id = 0
-    fast_keep = _accepts_logits_to_keep(model)
-
-    unique: dict[EncodedItem, int] = {}
-    for enc in encoded:
-        unique.setdefault(enc, len(unique))
-    items = list(unique)
-    shared = [_common_prefix(item.choices) for item in items]
-    # Slot of (item u, choice k) in the flat score vector.
-    offsets = np.cumsum([0] + [len(item.choices) for item in items])
-    scores = torch.zeros(int(offsets[-1]), dtype=torch.float64, device=device)
-
-    def suffix_len(u: int) -> int:
-        return max(len(seq) for seq in items[u].choices) - 1 - shared[u]
-
-    order = sorted(range(len(items)), key=lambda u: (shared[u], suffix_len(u)), reverse=True)
-    bar = Progress(sum(len(enc.choices) for enc in encoded), desc, unit="sequence", enabled=progress,
-                   log_every_s=LOG_INTERVAL_S)
-    done = 0
-    max_choices = max((len(item.choices) for item in items), default=1)
-    per_batch = max(1, batch_size // max_choices)
-    counts = np.zeros(len(items), dtype=np.int64)
-    for enc in encoded:
-        counts[unique[enc]] += len(enc.choices)
-
-    with torch.inference_mode():
-        for start in range(0, len(order), per_batch):
-            batch = order[start : start + per_batch]
-            _score_batch(model, items, shared, offsets, batch, scores, pad_id, fast_keep, device)
-            done += int(counts[batch].sum())
-            bar.update(done)
-
-    flat = scores.tolist()
-    per_item = [tuple(flat[offsets[u] : offsets[u + 1]]) for u in range(len(items))]
-    return [per_item[unique[enc]] for enc in encoded]
-
-
-def _score_batch(model, items, shared, offsets, batch, scores, pad_id, fast_keep, device) -> None:
-    """Add the log-probabilities of one batch of items into ``scores`` (float64, one slot per choice).
-
-    Pass 1 runs each item's shared prefix (B, P_max) and scores the shared targets plus the first
-    token after the prefix of every choice. Pass 2 runs each choice's remaining tokens (S, L_max)
-    on a copy of its item's prefix cache, with positions continuing from the prefix length.
-    """
-    n = len(batch)
-    width = max(shared[u] for u in batch)
-    ids = np.full((n, width), pad_id, dtype=np.int64)
-    mask = np.zeros((n, width), dtype=bool)
-    keep = np.zeros((n, width), dtype=bool)
-    for b, u in enumerate(batch):
-        p, c = shared[u], items[u].context_len
-        ids[b, :p] = items[u].choices[0][:p]
-        mask[b, :p] = True
-        keep[b, c - 1 : p] = True
-    # Row of each kept position in the flattened logits.
-    kept_row = (np.cumsum(keep.ravel()) - 1).reshape(n, width)
-
-    rows, tokens, slots = [], [], []
-    suffix_rows = []  # (b, u, k) for choices with tokens left after the prefix
-    for b, u in enumerate(batch):
-        p, c = shared[u], items[u].context_len
-        first = items[u].choices[0]
-        for k, seq in enumerate(items[u].choices):
-            slot = int(offsets[u]) + k
-            for j in range(c, p):  # shared targets, predicted at position j - 1
-                rows.append(int(kept_row[b, j - 1]))
-                tokens.append(first[j])
-                slots.append(slot)
-            if len(seq) > p:  # first token after the shared prefix
-                rows.append(int(kept_row[b, p - 1]))
-                tokens.append(seq[p])
-                slots.append(slot)
-            if len(seq) - 1 > p:
-                suffix_rows.append((b, u, k))
-
-    logits, cache = _kept_logits(
-        model,
-        torch.from_numpy(keep).to(device),
-        fast_keep,
-        input_ids=torch.from_numpy(ids).to(device),
-        attention_mask=torch.from_numpy(mask).to(device),
-    )
-    if rows:
-        values = _target_logprobs(logits, rows, tokens)
-        scores.index_add_(0, torch.tensor(slots, dtype=torch.long, device=device), values)
-    del logits
-    if not suffix_rows:
-        return
-
-    s_width = max(len(items[u].choices[k]) - 1 - shared[u] for _, u, k in suffix_rows)
-    s_ids = np.full((len(suffix_rows), s_width), pad_id, dtype=np.int64)
-    s_mask = np.zeros((len(suffix_rows), s_width), dtype=bool)
-    s_pos = np.zeros((len(suffix_rows), s_width), dtype=np.int64)
-    for r, (b, u, k) in enumerate(suffix_rows):
-        seq, p = items[u].choices[k], shared[u]
-        length = len(seq) - 1 - p
-        s_ids[r, :length] = seq[p : p + length]
-        s_mask[r, :length] = True
-        s_pos[r] = p + np.arange(s_width)
-    s_kept_row = (np.cumsum(s_mask.ravel()) - 1).reshape(s_mask.shape)
-    rows, tokens, slots = [], [], []
-    for r, (b, u, k) in enumerate(suffix_rows):
-        seq, p = items[u].choices[k], shared[u]
-        slot = int(offsets[u]) + k
-        for j in range(len(seq) - 1 - p):  # suffix position j predicts token p + j + 1
-            rows.append(int(s_kept_row[r, j]))
-            tokens.append(seq[p + j + 1])
-            slots.append(slot)
-
-    source = torch.tensor([b for b, _, _ in suffix_rows], dtype=torch.long, device=device)
-    cache.reorder_cache(source)
-    s_mask_t = torch.from_numpy(s_mask).to(device)
-    logits, _ = _kept_logits(
-        model,
-        s_mask_t,
-        fast_keep,
-        input_ids=torch.from_numpy(s_ids).to(device),
-        attention_mask=torch.cat([torch.from_numpy(mask).to(device)[source], s_mask_t], dim=1),
-        position_ids=torch.from_numpy(s_pos).to(device),
-        **{cache_keyword(model): cache},
-    )
-    values = _target_logprobs(logits, rows, tokens)
-    scores.index_add_(0, torch.tensor(slots, dtype=torch.long, device=device), values)
-
-
 def load_model(model_dir: str | Path, dtype: str = "float32", device: str | None = None):
     """Load a causal LM directory (ours or any Hugging Face one) and its tokenizer for scoring.
 
@@ -379,52 +178,44 @@ def summarise(subtasks: dict[str, list[Subtask]], correct: dict[tuple[str, str],
     return tasks
 
 
-def evaluate_zero_shot(
-    model_dir: str | Path,
-    tasks: dict[str, Path],
-    out_dir: Path | None = None,
-    batch_size: int = 64,
-    dtype: str = "float32",
-    device: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """Score the causal LM in ``model_dir`` on minimal-pair ``tasks`` ({task name: data folder}).
+def score_tasks(model, tokenizer, loaded: dict, batch_size: int = 64, progress: bool = True,
+                desc: str = "zero-shot") -> tuple[dict, dict, dict]:
+    """Score loaded registry tasks (``{name: loaded task}``, see :mod:`babyllama.evaluation.tasks`)
+    in one pass of the engine, so items shared between tasks are scored once.
 
-    All task files are parsed (and all items encoded) before anything is scored, so a malformed
-    line stops the run early. Returns the results dict (written to ``out_dir/results.json`` when
-    ``out_dir`` is given): ``tasks`` (per task: accuracy, items, ``subtasks``, ``fields``),
-    ``summary`` ({task: accuracy}), ``settings`` (the exact scoring rule) and timings.
+    Returns ``(task results {name: entry}, predictions {name: pipeline predictions dict}, stats)``;
+    tasks without a predictions file (the 2024 ones) are absent from the second dict.
     """
-    if not tasks:
-        raise UserError("no zero-shot tasks given; pass at least one NAME=PATH")
-    loaded = load_tasks(tasks)
-    model, tokenizer, device = load_model(model_dir, dtype, device)
     max_length = model_max_length(model, tokenizer)
-
     encoded: list[EncodedItem] = []
-    spans: dict[tuple[str, str], tuple[int, int]] = {}
-    golds: list[int] = []
-    for task, subs in loaded.items():
-        for sub in subs:
-            start = len(encoded)
-            encoded.extend(encode_items(tokenizer, sub.items, max_length, sub.path))
-            golds.extend(item.gold for item in sub.items)
-            spans[(task, sub.name)] = (start, len(encoded))
-
+    spans: dict[str, tuple[int, int]] = {}
+    for name, task in loaded.items():
+        start = len(encoded)
+        encoded.extend(task.encode(tokenizer, max_length))
+        spans[name] = (start, len(encoded))
     started = time.perf_counter()
-    scores = score_encoded(model, encoded, batch_size, progress, desc=f"zero-shot {Path(model_dir).name}")
+    scores = score_encoded(model, encoded, batch_size, progress, desc=desc)
     elapsed = time.perf_counter() - started
-    hits = [int(np.argmax(s)) == g for s, g in zip(scores, golds)]
-    correct = {key: hits[a:b] for key, (a, b) in spans.items()}
+    results, predictions = {}, {}
+    for name, task in loaded.items():
+        a, b = spans[name]
+        entry, preds = task.summarise(scores[a:b])
+        results[name] = entry
+        if preds is not None:
+            predictions[name] = preds
+    stats = {"sequences": sum(len(enc.choices) for enc in encoded), "unique_items": len(set(encoded)),
+             "scoring_time_s": elapsed, "max_length": max_length}
+    return results, predictions, stats
 
-    task_results = summarise(loaded, correct)
-    for task, folder in tasks.items():
-        task_results[task]["path"] = str(folder)
-    results = {
-        "model": str(model_dir),
-        "tasks": task_results,
-        "summary": {task: entry["accuracy"] for task, entry in task_results.items()},
-        "settings": {
+
+def settings_for(tasks: dict[str, Path], tokenizer, batch_size: int, dtype: str, device, max_length: int) -> dict:
+    """The exact scoring rules of ``tasks`` (per task, from the registry) and the run's settings."""
+    from babyllama.evaluation import tasks as registry
+
+    specs = {name: registry.get(name) for name in tasks}
+    settings = {}
+    if any(spec.scorer == "harness-2024" for spec in specs.values()):
+        settings.update({
             "metric": "acc (lm-evaluation-harness multiple_choice): argmax over choices of the choice score",
             "choice_score": "sum of log P(choice token | preceding tokens) over the choice tokens, no length normalisation",
             "gold_choice": 0,
@@ -436,44 +227,108 @@ def evaluate_zero_shot(
             "prefix_token_id": prefix_token_id(tokenizer),
             "group_score": "unweighted mean of subtask accuracies",
             "field_score": "unweighted mean of the field's subtask accuracies",
-            "task_formats": {task: list(TASK_FORMATS[task]) for task in tasks},
-            "batch_size": batch_size,
-            "dtype": dtype,
-            "device": str(device),
-            "max_length": max_length,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "sequences": sum(len(enc.choices) for enc in encoded),
-        "unique_items": len(set(encoded)),
-        "scoring_time_s": elapsed,
+            "task_formats": {name: list(TASK_FORMATS[name]) for name in tasks if name in TASK_FORMATS},
+        })
+    settings.update({
+        "scorer": {name: spec.scorer for name, spec in specs.items()},
+        "rules": {name: list(spec.rules) for name, spec in specs.items()},
+        "tokenizer_adds_bos": _adds_bos(tokenizer),
+        "temperature": 1.0,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "device": str(device),
+        "max_length": max_length,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    })
+    return settings
+
+
+def _adds_bos(tokenizer) -> bool:
+    """Whether encoding a text with default special tokens puts the BOS token first."""
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
+
+
+def evaluate_zero_shot(
+    model_dir: str | Path,
+    tasks: dict[str, Path],
+    out_dir: Path | None = None,
+    batch_size: int = 64,
+    dtype: str = "float32",
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score the causal LM in ``model_dir`` on registry ``tasks`` ({task name: data folder}).
+
+    All task files are parsed (and all items encoded) before anything is scored, so a malformed
+    line stops the run early. Returns the results dict (written to ``out_dir/results.json`` when
+    ``out_dir`` is given, with each 2025 task's pipeline predictions in
+    ``out_dir/predictions/<task>.json``): ``tasks`` (per task: score, metric, items, ``subtasks``),
+    ``summary`` ({task: score}), ``settings`` (the exact scoring rules) and timings.
+    """
+    from babyllama.evaluation import tasks as registry
+
+    if not tasks:
+        raise UserError("no zero-shot tasks given; pass at least one NAME=PATH")
+    loaded = {name: registry.load(name, folder) for name, folder in tasks.items()}
+    model, tokenizer, device = load_model(model_dir, dtype, device)
+    task_results, predictions, stats = score_tasks(model, tokenizer, loaded, batch_size, progress,
+                                                   desc=f"zero-shot {Path(model_dir).name}")
+    for name, folder in tasks.items():
+        task_results[name]["path"] = str(folder)
+    results = {
+        "model": str(model_dir),
+        "tasks": task_results,
+        "summary": {name: entry["score"] for name, entry in task_results.items()},
+        "settings": settings_for(tasks, tokenizer, batch_size, dtype, device, stats["max_length"]),
+        "sequences": stats["sequences"],
+        "unique_items": stats["unique_items"],
+        "scoring_time_s": stats["scoring_time_s"],
     }
     if out_dir is not None:
+        write_predictions(Path(out_dir), predictions)
         atomic_write_json(Path(out_dir) / "results.json", results)
     return results
 
 
+def write_predictions(out_dir: Path, predictions: dict) -> None:
+    """``out_dir/predictions/<task>.json``: the 2025 pipeline's predictions file of each task."""
+    for name, preds in predictions.items():
+        atomic_write_json(out_dir / "predictions" / f"{name}.json", preds)
+
+
+def _percent_or_rho(entry: dict, value: float) -> str:
+    return f"{value:>9.3f}" if entry.get("metric") == "spearman_rho" else f"{100 * value:>8.2f}%"
+
+
 def format_table(results: dict) -> str:
-    """A plain-text table of one results dict: group scores, fields, then every subtask."""
+    """A plain-text table of one results dict: task scores, fields, splits, then every subtask."""
     lines = [f"model: {results['model']}"]
-    lines.append(f"{'task':<58} {'items':>7} {'accuracy':>9}")
+    lines.append(f"{'task':<58} {'items':>7} {'score':>9}")
     for task, entry in results["tasks"].items():
-        lines.append(f"{task:<58} {entry['items']:>7} {100 * entry['accuracy']:>8.2f}%")
-        for field, f in entry["fields"].items():
+        lines.append(f"{task:<58} {entry['items']:>7} {_percent_or_rho(entry, entry['score'])}")
+        for field, f in entry.get("fields", {}).items():
             label = f"  field {field} ({f['subtasks']} subtasks)"
             lines.append(f"{label:<58} {f['items']:>7} {100 * f['accuracy']:>8.2f}%")
+        for split, value in entry.get("splits", {}).items():
+            lines.append(f"{'  split ' + split:<58} {'':>7} {100 * value:>8.2f}%")
         for name, sub in entry["subtasks"].items():
-            lines.append(f"{'    ' + name:<58} {sub['items']:>7} {100 * sub['accuracy']:>8.2f}%")
-    lines.append("summary: " + ", ".join(f"{t} {100 * a:.2f}%" for t, a in results["summary"].items()))
+            value = sub.get("accuracy", sub.get("spearman_rho"))
+            lines.append(f"{'    ' + name:<58} {sub['items']:>7} {_percent_or_rho(entry, value)}")
+    lines.append("summary: " + ", ".join(
+        f"{t} {_percent_or_rho(results['tasks'][t], a).strip()}" for t, a in results["summary"].items()))
     return "\n".join(lines)
 
 
 def _parse_task(text: str) -> tuple[str, Path]:
+    from babyllama.evaluation import tasks as registry
+
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    if name not in TASK_FORMATS:
-        raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected one of: {', '.join(TASK_FORMATS)}")
+    if name not in registry.TASKS:
+        raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected one of: {', '.join(registry.TASKS)}")
     return name, Path(path)
 
 
@@ -487,6 +342,10 @@ def _run(args: argparse.Namespace) -> int:
         tasks[name] = path
     if not tasks:
         raise UserError("no zero-shot tasks given; pass --task NAME=PATH (e.g. --task blimp_filtered=data/blimp_filtered)")
+    from babyllama.evaluation import tasks as registry
+
+    for name, folder in tasks.items():
+        registry.check(name, folder)
     for model_dir in args.model_dir:
         if not (Path(model_dir) / "config.json").is_file():
             raise UserError(f"{model_dir}: not a model directory (no config.json)")
@@ -509,17 +368,42 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def task_help(registry, fast_only: bool = False) -> str:
+    """The tasks and their scoring rules, for ``--help``; rules shared by all 2025 tasks are printed once."""
+    from babyllama.evaluation.tasks.ranking_2025 import COMMON_RULES
+
+    chosen = [t for t in registry.TASKS.values() if t.fast or not fast_only]
+    lines, seen = ["tasks:"], {}
+    for task in chosen:
+        bundled = "" if task.bundled else " [data not bundled]"
+        lines.append(f"  {task.name:<22} {task.help}{bundled}")
+        own = task.rules[len(COMMON_RULES):] if task.rules[: len(COMMON_RULES)] == COMMON_RULES else task.rules
+        seen.setdefault(own, []).append(task.name)
+    lines += ["", "scoring rules of every 2025 task:"] + [f"  - {rule}" for rule in COMMON_RULES]
+    lines += ["", "and per task:"]
+    for rules, names in seen.items():
+        lines.append(f"  {', '.join(names)}:")
+        lines.extend(f"    - {rule}" for rule in rules)
+    return "\n".join(lines)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``zero-shot`` subcommand to ``subparsers`` (under ``babyllama evaluate``)."""
+    from babyllama.evaluation import tasks as registry
+
     parser = subparsers.add_parser(
         "zero-shot",
-        help="score causal LMs on minimal pairs (BLiMP, BLiMP supplement, EWoK, built-in pairs)",
+        help="score causal LMs on zero-shot tasks (BLiMP, supplement, EWoK, entity tracking, WUG, COMPS; 2024 or 2025 rules)",
         description=(
             "Score one or more causal LM directories (ours or any Hugging Face model directory with its "
-            "tokenizer) on minimal-pair tasks the way lm-evaluation-harness scores them in the BabyLM 2024 "
-            "pipeline: sum of log-probabilities of each choice, gold choice must score highest (ties count "
-            "as correct), group score = unweighted mean of subtasks. Writes results.json per model and prints a table."
+            "tokenizer) on zero-shot ranking tasks. The 2024 tasks are scored as lm-evaluation-harness scores them in "
+            "the BabyLM 2024 pipeline; the 2025 tasks as babylm/evaluation-pipeline-2025's local scorer does (where "
+            "its prediction scorer differs, the local one is followed). Writes results.json per model (the rules "
+            "of every task under settings.rules), the 2025 tasks' pipeline predictions under predictions/, and "
+            "prints a table."
         ),
+        epilog=task_help(registry),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model_dir", nargs="+", metavar="MODEL_DIR", help="model directory (config.json, weights, tokenizer)")
     parser.add_argument(
@@ -529,7 +413,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help=(
             "task name and its data folder of .jsonl/.jsonl.gz files, one file per subtask; repeatable. "
-            f"NAME is one of: {', '.join(TASK_FORMATS)}"
+            f"NAME is one of: {', '.join(registry.TASKS)}"
         ),
     )
     parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")

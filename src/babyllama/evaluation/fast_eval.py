@@ -1,0 +1,161 @@
+"""``babyllama evaluate fast``: the 2025 fast sets on every word-count checkpoint of a model.
+
+For a model directory (or every model directory of a run folder) the fast tasks of the registry
+(``blimp_fast``, ``supplement_fast``, ``ewok_fast``, ``entity_tracking_fast``, ``wug_adj``,
+``wug_past``) are scored on each ``word_checkpoints/chck_{N}M`` folder and on the final model,
+with the same rules as ``evaluate zero-shot``. A fast task whose data folder is not under
+``--data`` (``wug_past``: not bundled) is skipped and listed. Output per model:
+
+- ``MODEL/fast_eval/<chck_NM | final>/results.json`` (as ``evaluate zero-shot`` writes it) and
+  ``predictions/<task>.json`` (the pipeline's predictions files);
+- ``MODEL/fast_eval/summary.json``: ``{"checkpoints": [{"name", "words", "scores": {task: score},
+  "fast_metric": {task: {subset: value}}}], "skipped": {task: reason}, "settings": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from babyllama.errors import UserError
+from babyllama.evaluation import tasks as registry
+from babyllama.evaluation.zero_shot import DTYPES, evaluate_zero_shot
+from babyllama.io import atomic_write_json
+from babyllama.word_checkpoints import list_word_checkpoints
+
+FINAL = "final"
+
+
+def fast_tasks(data: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """``({task: folder}, {skipped task: reason})`` for the registry's fast tasks under ``data``;
+    present folders are checked up front (``tasks.check``)."""
+    found, skipped = {}, {}
+    for task in registry.TASKS.values():
+        if not task.fast:
+            continue
+        folder = data / task.staged
+        if not folder.is_dir():
+            skipped[task.name] = f"no folder {folder}" + ("" if task.bundled else " (data not bundled)")
+            continue
+        registry.check(task.name, folder)
+        found[task.name] = folder
+    if not found:
+        raise UserError(f"{data}: holds none of the fast-eval folders "
+                        f"({', '.join(t.staged for t in registry.TASKS.values() if t.fast)})")
+    return found, skipped
+
+
+def model_dirs(path: Path) -> list[Path]:
+    """``path`` itself when it is a model directory, else its model subfolders (run folder)."""
+    if (path / "config.json").is_file():
+        return [path]
+    if not path.is_dir():
+        raise UserError(f"{path}: not a folder")
+    found = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+    if not found:
+        raise UserError(f"{path}: neither a model directory (config.json) nor a run folder holding model directories")
+    return found
+
+
+def checkpoints(model_dir: Path) -> list[tuple[str, int | None, Path]]:
+    """``[(name, words seen or None, folder)]``: the word-count checkpoints, then the final model."""
+    return [(folder.name, words, folder) for words, folder in list_word_checkpoints(model_dir)] + \
+        [(FINAL, _final_words(model_dir), model_dir)]
+
+
+def _final_words(model_dir: Path) -> int | None:
+    import json
+
+    metrics = model_dir / "metrics.json"
+    if metrics.is_file():
+        try:
+            words = json.loads(metrics.read_text(encoding="utf-8")).get("words_seen")
+        except (OSError, ValueError):
+            return None
+        return words if isinstance(words, int) else None
+    return None
+
+
+def evaluate_fast(path: Path, data: Path, batch_size: int = 64, dtype: str = "float32", device: str | None = None,
+                  progress: bool = True, overwrite: bool = False) -> dict[Path, dict]:
+    """Run the fast sets on every checkpoint of every model under ``path``; returns {model dir: summary}.
+
+    A checkpoint whose ``results.json`` already exists for the same tasks is not scored again
+    unless ``overwrite``.
+    """
+    tasks, skipped = fast_tasks(Path(data))
+    summaries = {}
+    for model_dir in model_dirs(Path(path)):
+        rows = []
+        for name, words, folder in checkpoints(model_dir):
+            out = model_dir / "fast_eval" / name
+            started = time.perf_counter()
+            results = _cached(out, tasks) if not overwrite else None
+            if results is None:
+                results = evaluate_zero_shot(folder, tasks, out, batch_size=batch_size, dtype=dtype, device=device,
+                                             progress=progress)
+            rows.append({"name": name, "words": words, "folder": str(folder), "scores": results["summary"],
+                         "fast_metric": {t: e["fast_metric"] for t, e in results["tasks"].items()},
+                         "scoring_time_s": results["scoring_time_s"], "wall_time_s": time.perf_counter() - started})
+            if progress:
+                scores = ", ".join(f"{t} {v:.3f}" for t, v in results["summary"].items())
+                print(f"{model_dir.name}/{name}: {scores}")
+        summary = {"model": str(model_dir), "data": str(data), "tasks": {t: str(f) for t, f in tasks.items()},
+                   "skipped": skipped, "checkpoints": rows,
+                   "settings": {"scores": "as evaluate zero-shot (2025 rules, see each results.json settings.rules); "
+                                "accuracies are fractions, wug tasks Spearman's rho",
+                                "fast_metric": "per subset, what the 2025 pipeline's collate reports per checkpoint "
+                                "(fractions; raw rho for wug)",
+                                "batch_size": batch_size, "dtype": dtype}}
+        atomic_write_json(model_dir / "fast_eval" / "summary.json", summary)
+        summaries[model_dir] = summary
+    return summaries
+
+
+def _cached(out: Path, tasks: dict[str, Path]) -> dict | None:
+    import json
+
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = {t: e.get("path") for t, e in results.get("tasks", {}).items()} == {t: str(f) for t, f in tasks.items()}
+    return results if same else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    summaries = evaluate_fast(Path(args.path), Path(args.data), args.batch_size, args.dtype, args.device,
+                              progress=not args.quiet, overwrite=args.overwrite)
+    for model_dir, summary in summaries.items():
+        for task, reason in summary["skipped"].items():
+            print(f"skipped {task}: {reason}")
+        print(f"wrote {model_dir / 'fast_eval' / 'summary.json'} ({len(summary['checkpoints'])} checkpoints)")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``evaluate fast RUN_OR_MODEL_DIR --data DIR``."""
+    from babyllama.evaluation.zero_shot import task_help
+
+    parser = subparsers.add_parser(
+        "fast", help="the 2025 fast sets on every word-count checkpoint (chck_{N}M) and the final model",
+        description=__doc__.split("\n\n", 1)[1].split("Output per model")[0].strip() + " Scores follow the 2025 "
+        "pipeline's rules below; accuracies are fractions (the pipeline prints x100), WUG scores Spearman's rho.",
+        epilog=task_help(registry, fast_only=True), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", metavar="RUN_OR_MODEL_DIR", help="a model directory, or a run folder of them")
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="the 2025 evaluation data folder holding blimp_fast/, supplement_fast/, ewok_fast/, "
+                        "entity_tracking_fast/, wug_adj_nominalization/ and (if you have it) wug_past_tense/")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default: float32)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="score again checkpoints that already have results")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=_run)
+    return parser
