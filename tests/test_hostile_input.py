@@ -251,6 +251,10 @@ CASES = [
      _all(_exp_with("models: {a: {}, s: {kind: distill, teachers: [a]}}"),
           lambda ws: _sweep(ws, "s", f"teachers: {{a: {ws / 'tok'}}}\n")),
      lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "tok: not a model directory (no config.json)"),
+    ("study-zero-shot-folder-missing",
+     _exp_with("evaluation: {zero_shot: {tasks: {ewok: WS/ewok_nope}}}\nstudy: {replicates: 2, student: s}\n"
+               "models: {a: {}, s: {kind: distill, teachers: [a]}}"),
+     lambda ws: ["study", str(ws / "bad.yaml"), "--quiet"], "ewok_nope: data folder for task 'ewok'"),
     # argument errors: one line, no usage
     ("argument-unknown-option", None, lambda ws: ["run", str(ws / "exp.yaml"), "--bogus"],
      "unrecognized arguments: --bogus"),

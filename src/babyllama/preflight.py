@@ -392,6 +392,19 @@ def preflight_sweep(sweep) -> None:
     problems.raise_if_any()
 
 
+def preflight_study(study, replicates: list[int] | None = None) -> None:
+    """The whole-run check of a study (a :class:`~babyllama.study.Study`): every replicate that
+    will run (``replicates``: their indices, ``None``: all) checked as a run of its own folder.
+    The disk estimate is per replicate: replicates run one after another, but their finished
+    models all stay."""
+    problems = Problems()
+    for r, config in enumerate(study.replicates):
+        if replicates is None or r in replicates:
+            for line in experiment_problems(config):
+                problems.add(line)
+    problems.raise_if_any()
+
+
 def _tokenizer_key(config: ExperimentConfig, stage: StageConfig) -> tuple:
     """What decides the tokenizer a model of the run trains with (the pipeline's rule)."""
     if stage.tokenizer is None:
