@@ -69,8 +69,8 @@ def _glue(lines: dict[str, str]):
 COLA = '{"sentence": "the dog runs .", "label": 1}\n{"sentence": "dog the runs .", "label": 0}\n'
 
 
-def _sweep(ws):
-    (ws / "sweep.yaml").write_text(f"experiment: bad.yaml\nstage: a\nsweep_dir: {ws}/sweep\ntrials: 2\n"
+def _sweep(ws, stage: str = "a", extra: str = ""):
+    (ws / "sweep.yaml").write_text(f"experiment: bad.yaml\nstage: {stage}\nsweep_dir: {ws}/sweep\ntrials: 2\n{extra}"
                                    "space: {train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}}\n")
 
 
@@ -129,6 +129,11 @@ def _stale_checkpoint(ws):
 def _bad_jsonl(ws):
     (ws / "pairs").mkdir()
     (ws / "pairs" / "agreement.jsonl").write_text('{"sentence_good": "a b", "sentence_bad": "b a"}\n{"sentence_good": \n')
+
+
+def _good_pairs(ws):
+    (ws / "pairs").mkdir()
+    (ws / "pairs" / "agreement.jsonl").write_text('{"sentence_good": "the dog runs .", "sentence_bad": "the dog run ."}\n')
 
 
 PREP = lambda ws: ["prepare", "--corpus", str(ws / "bad_corpus"), "--out", str(ws / "out")]  # noqa: E731
@@ -218,9 +223,12 @@ CASES = [
      RUN, "cola.train.jsonl:1: key 'sentence' must be a string"),
     ("override-unknown-model", None, lambda ws: ["run", str(ws / "exp.yaml"), "--set", "models.aa.train.lr=1e-3"],
      "has no model 'aa' (did you mean 'a'?)"),
-    ("run-teacher-other-vocab-size", _all(_teacher_config(vocab_size=300),
-                                          _exp_with("models: {a: {}, s: {kind: distill, teachers: [WS/t2]}}")), RUN,
+    ("run-teacher-other-vocab-size", _all(_teacher_config(vocab_size=300), _exp_with(
+        "tokenizer: {path: WS/tok}\nmodels: {a: {}, s: {kind: distill, teachers: [WS/t2]}}")), RUN,
      "vocabulary size 300 differs from the student's 320"),
+    ("run-teacher-vocab-beyond-tokenizer", _all(_teacher_config(vocab_size=400),
+                                                _exp_with("models: {a: {}, s: {kind: distill, teachers: [WS/t2]}}")),
+     RUN, "vocabulary size 400 is larger than the student's tokenizer can be (tokenizer.vocab_size 320)"),
     ("run-teacher-config-unreadable", _all(_teacher_config(text="{"),
                                            _exp_with("models: {a: {}, s: {kind: distill, teachers: [WS/t2]}}")), RUN,
      "cannot read config.json"),
@@ -239,6 +247,14 @@ CASES = [
      lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "corpus folder not found"),
     ("sweep-zero-shot-folder-missing", _all(_exp_with("evaluation: {zero_shot: {tasks: {ewok: WS/ewok_nope}}}"), _sweep),
      lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "ewok_nope: data folder for task 'ewok'"),
+    ("sweep-teacher-folder-not-a-model",
+     _all(_exp_with("models: {a: {}, s: {kind: distill, teachers: [a]}}"),
+          lambda ws: _sweep(ws, "s", f"teachers: {{a: {ws / 'tok'}}}\n")),
+     lambda ws: ["sweep", str(ws / "sweep.yaml"), "--quiet"], "tok: not a model directory (no config.json)"),
+    ("study-zero-shot-folder-missing",
+     _exp_with("evaluation: {zero_shot: {tasks: {ewok: WS/ewok_nope}}}\nstudy: {replicates: 2, student: s}\n"
+               "models: {a: {}, s: {kind: distill, teachers: [a]}}"),
+     lambda ws: ["study", str(ws / "bad.yaml"), "--quiet"], "ewok_nope: data folder for task 'ewok'"),
     # argument errors: one line, no usage
     ("argument-unknown-option", None, lambda ws: ["run", str(ws / "exp.yaml"), "--bogus"],
      "unrecognized arguments: --bogus"),
@@ -268,6 +284,9 @@ CASES = [
      "tokenizer differs from the student's"),
     ("teach-cache-bad-offsets", None, lambda ws: [*TEACH(ws, str(ws / "teacher")), "--offsets", "0,200"],
      "offsets [0, 200]: expected distinct values in [0, 128)"),
+    ("zero-shot-output-unwritable", _good_pairs,
+     lambda ws: ["evaluate", "zero-shot", str(ws / "teacher"), "--task", f"blimp={ws / 'pairs'}", "--out",
+                 "/proc/babyllama-zs"], "cannot write there"),
     ("evaluate-unknown-split", None,
      lambda ws: ["evaluate", "loss", str(ws / "teacher"), "--data", str(ws / "prep"), "--splits", "valid,dev"],
      "unknown split 'dev'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -142,17 +143,38 @@ def test_set_may_add_a_model_only_with_its_kind(tmp_path):
     assert config.models["other"].train.seed == 9
 
 
-def test_teacher_vocabulary_and_tokenizer_are_checked(tmp_path, cli_workspace):
-    from babyllama.teachers import check_teacher
+def test_teacher_check_bounds_the_vocabulary_before_the_tokenizer_exists(tmp_path, cli_workspace):
     from babyllama.tokenizer import load_tokenizer
 
     teacher = tmp_path / "teacher"
     shutil.copytree(cli_workspace / "teacher", teacher)
     tok = load_tokenizer(cli_workspace / "tok")
-    check_teacher(teacher, tok, len(tok))
-    check_teacher(teacher, None, len(tok))
-    with pytest.raises(UserError, match="vocabulary size 320 differs from the student's 300"):
-        check_teacher(teacher, None, 300)
+    preflight.check_teacher(teacher, tok, len(tok), 32)
+    preflight.check_teacher(teacher, None, 320)
+    preflight.check_teacher(teacher, None, 400)  # a tokenizer trained to 400 may come out with 320 tokens
+    with pytest.raises(UserError, match="vocabulary size 320 is larger than the student's tokenizer can be"):
+        preflight.check_teacher(teacher, None, 300)
     other = load_tokenizer(cli_workspace / "tok300")
-    with pytest.raises(UserError, match="vocabulary size 320 differs"):
-        check_teacher(teacher, other, len(other))
+    with pytest.raises(UserError, match="vocabulary size 320 differs from the student's 300"):
+        preflight.check_teacher(teacher, other, len(other))
+    weights = teacher / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match="cannot load the model"):
+        preflight.check_teacher(teacher, tok, len(tok))
+
+
+def test_teacher_folder_is_compared_with_the_trained_tokenizer_before_any_model_trains(tmp_path, cli_workspace,
+                                                                                       capsys):
+    teacher = tmp_path / "t310"
+    shutil.copytree(cli_workspace / "teacher", teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config["vocab_size"] = 310  # under tokenizer.vocab_size: the trained tokenizer could have 310 tokens
+    (teacher / "config.json").write_text(json.dumps(config))
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"run_dir: {tmp_path}/run\ncorpus: {{path: {cli_workspace}/corpus}}\ntokenizer: {{vocab_size: 320}}\n"
+                    "model: {preset: tiny}\ntrain: {seq_length: 32, batch_size: 8, max_steps: 2}\n"
+                    f"models: {{a: {{}}, s: {{kind: distill, teachers: [{teacher}]}}}}\nevaluation: {{zero_shot: null}}\n")
+    assert preflight.experiment_problems(load_experiment(path)) == []
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: teacher {teacher}: vocabulary size 310 differs from the student's 320"
+    assert (tmp_path / "run" / "tokenizer").is_dir() and not (tmp_path / "run" / "a").exists()

@@ -161,6 +161,7 @@ def cmd_tokenizer(args) -> int:
 def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
     from .pipeline import load_token_data, mark_done
+    from .io import ensure_writable
     from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
                             checkpoint_disk_bytes, stage_parameters)
     from .stage_lock import clear_folder, stage_lock
@@ -188,7 +189,7 @@ def _cmd_train(args, kind: str) -> int:
     vocab = len(tokenizer) if tokenizer is not None else None
     if vocab is not None:
         for teacher in teachers:
-            problems.check(check_teacher, teacher, tokenizer, vocab)
+            problems.check(check_teacher, teacher, tokenizer, vocab, stage.train.seq_length)
         n_params = problems.check(stage_parameters, stage, vocab)
         if n_params is not None and writable:
             problems.check(check_disk, out, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints),

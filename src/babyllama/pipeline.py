@@ -137,6 +137,7 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
     prepared = run_prepare(config.corpus, run_dir / "corpus", overwrite)
     tokenizer = run_tokenizer(config.tokenizer, prepared, run_dir / "tokenizer", overwrite)
     shared = load_token_data(prepared, tokenizer, run_dir / "cache", config.tokenizer.encoding)
+    _check_folder_teachers(config, only, tokenizer)
     hashes: dict[str, str] = {}
     results: dict[str, dict] = {}
     for name in config.stage_order():
@@ -166,6 +167,17 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
                 evaluated.update(evaluate_models(config, [name], overwrite=overwrite, progress=progress))
         results = evaluated
     return results
+
+
+def _check_folder_teachers(config: ExperimentConfig, only: list[str] | None, tokenizer) -> None:
+    """Compare teacher folders with the run's tokenizer as soon as it exists, before any model trains."""
+    from .teachers import check_teacher
+
+    for name, stage in config.models.items():
+        if stage.tokenizer is None and (only is None or name in only):
+            for teacher in stage.teachers:
+                if teacher not in config.models:
+                    check_teacher(teacher, tokenizer, len(tokenizer), stage.train.seq_length)
 
 
 def _ensure_teacher_cache(stage: StageConfig, inputs: ModelInputs, run_dir: Path, progress: bool) -> None:

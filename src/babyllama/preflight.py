@@ -129,16 +129,21 @@ def check_prepared(folder: str | Path) -> None:
 
 
 def check_model_folder(folder: str | Path) -> None:
-    """Refuse a folder without ``config.json`` and weights (safetensors or a PyTorch bin)."""
+    """Refuse a folder without ``config.json`` and readable weights (safetensors or a PyTorch bin)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder}: not a model directory (no config.json)")
-    weights = sorted(folder.glob("*.safetensors"))
-    if not (weights or list(folder.glob("pytorch_model*.bin"))):
+    if not (list(folder.glob("*.safetensors")) or list(folder.glob("pytorch_model*.bin"))):
         raise UserError(f"{folder}: not a model directory (no model.safetensors)")
+    check_weights_readable(folder)
+
+
+def check_weights_readable(folder: str | Path) -> None:
+    """Refuse a folder whose ``*.safetensors`` headers do not read (a truncated or foreign file);
+    the header only is read, not the weights."""
     from safetensors import SafetensorError, safe_open
 
-    for path in weights:  # reads the header only
+    for path in sorted(Path(folder).glob("*.safetensors")):
         try:
             with safe_open(path, framework="pt"):
                 pass
@@ -147,13 +152,26 @@ def check_model_folder(folder: str | Path) -> None:
             raise UserError(f"{folder}: cannot load the model ({path.name}: {first[:160]})") from None
 
 
-def check_teacher(folder: str | Path, student_tokenizer, student_vocab_size: int) -> None:
-    """A teacher folder: weights present and readable, a causal-LM config, the student's vocabulary
-    (and tokenizer, once the student has one: ``student_tokenizer`` may be ``None``)."""
-    from . import teachers
+def check_teacher(folder: str | Path, student_tokenizer, student_vocab_size: int, seq_length: int | None = None) -> None:
+    """A teacher folder: :func:`babyllama.teachers.check_teacher` (a decoder-only causal LM with
+    weights, the student's vocabulary and tokenizer, enough positions), then its weights' headers.
 
-    teachers.check_teacher(folder, student_tokenizer, student_vocab_size)
-    check_model_folder(folder)
+    Without ``student_tokenizer`` (the run trains it later) ``student_vocab_size`` is the
+    configured size, an upper bound: a trained BPE tokenizer may come out smaller, so only a
+    teacher with more tokens is refused here; the pipeline compares the exact vocabulary once the
+    tokenizer exists, before the first model trains.
+    """
+    from .teachers import check_teacher as check_teacher_folder
+    from .teachers import check_teacher_config
+
+    if student_tokenizer is not None:
+        check_teacher_folder(folder, student_tokenizer, student_vocab_size, seq_length)
+    else:
+        vocab = getattr(check_teacher_config(folder, None, seq_length).get_text_config(), "vocab_size", None)
+        if not isinstance(vocab, int) or vocab > student_vocab_size:
+            raise UserError(f"teacher {folder}: vocabulary size {vocab} is larger than the student's tokenizer "
+                            f"can be (tokenizer.vocab_size {student_vocab_size})")
+    check_weights_readable(folder)
 
 
 def check_zero_shot_task(name: str, folder: str | Path) -> None:
@@ -183,6 +201,8 @@ def check_zero_shot_task(name: str, folder: str | Path) -> None:
 
 
 def _check_jsonl_start(path: Path, keys: tuple[str, ...]) -> None:
+    """The first ``FIRST_LINES`` records of a jsonl file parse, hold ``keys``, and all but
+    ``label`` are strings."""
     from .io import iter_jsonl_objects
 
     records = list(itertools.islice(iter_jsonl_objects(path, keys), FIRST_LINES))
@@ -194,26 +214,29 @@ def _check_jsonl_start(path: Path, keys: tuple[str, ...]) -> None:
                 raise UserError(f"{path}:{number}: key {key!r} must be a string, got {record[key]!r}")
 
 
-def glue_problems(data: str, tasks: list[str] | None) -> list[str]:
-    """Problems with a GLUE data folder and task list: unknown task names, missing files for a
-    task named explicitly (``tasks`` None: every task whose files are there, at least one), and
-    files whose first lines do not parse."""
+def glue_problems(data: str, tasks: list[str] | None, recipe: str = "2024") -> list[str]:
+    """Problems with a GLUE data folder and task list: unknown task names for the ``recipe``,
+    missing files for a task named explicitly (``tasks`` None: every task whose files are there,
+    at least one), and files whose first lines do not parse."""
     from .evaluation.glue_data import needed_files
-    from .evaluation.glue_tasks import TASK_NAMES, TASKS
+    from .evaluation.glue_tasks import TASKS, get_recipe
 
     where = "evaluation.glue"
     folder = Path(data)
     if not folder.is_dir():
         return [f"{where}.data: {folder}: GLUE data folder not found"]
     problems = Problems()
+    chosen = problems.check(get_recipe, recipe)
+    if chosen is None:
+        return problems.lines
     if tasks is not None and not tasks:
         problems.add(f"{where}.tasks: empty list; leave it out to run every task found")
     for name in tasks or ():
-        if name not in TASKS:
-            problems.add(f"{where}.tasks: unknown GLUE task {name!r}{_suggest(name, TASKS)}; "
-                         f"expected some of {', '.join(TASK_NAMES)}")
+        if name not in chosen.tasks:
+            problems.add(f"{where}.tasks: unknown GLUE task {name!r}{_suggest(name, chosen.tasks)} for the "
+                         f"{chosen.name} recipe; expected some of {', '.join(chosen.tasks)}")
     runnable = []
-    for name in [t for t in TASK_NAMES if tasks is None or t in tasks]:
+    for name in [t for t in chosen.tasks if tasks is None or t in tasks]:
         found, missing = needed_files([folder], TASKS[name])
         if missing is None:
             runnable.append((name, found))
@@ -288,7 +311,7 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
     elif (run_dir / "tokenizer" / "stage.json").is_file():
         tokenizer = problems.check(load_tokenizer, run_dir / "tokenizer")
     names = [n for n in config.stage_order() if only is None or n in only]
-    finished_bytes, peak_bytes = 0, 0
+    finished_bytes, peak_bytes, counted = 0, 0, {}
     for name in names:
         stage = config.models[name]
         tok, vocab = tokenizer, config.tokenizer.vocab_size
@@ -301,13 +324,16 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         vocab = len(tok) if tok is not None else vocab
         for teacher in stage.teachers:
             if teacher not in config.models:
-                problems.check(check_teacher, teacher, tok, vocab)
+                problems.check(check_teacher, teacher, tok, vocab, stage.train.seq_length)
             elif _tokenizer_key(config, config.models[teacher]) != _tokenizer_key(config, stage):
                 problems.add(f"models.{name}.teachers: {teacher} is trained with another tokenizer than {name} "
                              f"(their tokenizer or corpus settings differ); a teacher must share the student's")
         if (run_dir / name / "stage.json").is_file():
             continue
-        n_params = problems.check(stage_parameters, stage, vocab)
+        key = (config_hash(stage.model), vocab)
+        if key not in counted:
+            counted[key] = problems.check(stage_parameters, stage, vocab)
+        n_params = counted[key]
         if n_params is not None:
             finished_bytes += n_params * MODEL_BYTES_PER_PARAM
             peak_bytes = max(peak_bytes, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints))
@@ -328,9 +354,9 @@ def preflight_experiment(config: ExperimentConfig, only: list[str] | None = None
                          run_dir: str | Path | None = None) -> None:
     """Raise :class:`~babyllama.errors.UserErrors` listing every problem of
     :func:`experiment_problems`; return quietly when there is none."""
-    problems = Problems()
-    problems.lines = experiment_problems(config, only, run_dir)
-    problems.raise_if_any()
+    lines = experiment_problems(config, only, run_dir)
+    if lines:
+        raise UserErrors(lines)
 
 
 def preflight_sweep(sweep) -> None:
@@ -350,13 +376,29 @@ def preflight_sweep(sweep) -> None:
         if teacher in config.models and teacher not in sweep.file.teachers and teacher not in trained:
             trained.add(teacher)
             visit(teacher)
+    from .tokenizer import load_tokenizer
+
     problems = Problems()
-    problems.check(check_writable, sweep.sweep_dir, "sweep folder")
-    problems.lines += [line for line in experiment_problems(config, sorted(trained), sweep.sweep_dir / "shared")
-                       if line not in problems.lines]
-    vocab = (stage.tokenizer or config.tokenizer).vocab_size
-    for teacher, folder in sweep.file.teachers.items():
-        problems.check(check_teacher, folder, None, vocab)
+    for line in experiment_problems(config, sorted(trained), sweep.sweep_dir / "shared"):
+        problems.add(line)
+    settings = stage.tokenizer or config.tokenizer
+    tokenizer = problems.check(load_tokenizer, settings.path) if settings.path else None
+    vocab = len(tokenizer) if tokenizer is not None else settings.vocab_size
+    for folder in sweep.file.teachers.values():
+        problems.check(check_teacher, folder, tokenizer, vocab, stage.train.seq_length)
+    problems.raise_if_any()
+
+
+def preflight_study(study, replicates: list[int] | None = None) -> None:
+    """The whole-run check of a study (a :class:`~babyllama.study.Study`): every replicate that
+    will run (``replicates``: their indices, ``None``: all) checked as a run of its own folder.
+    The disk estimate is per replicate: replicates run one after another, but their finished
+    models all stay."""
+    problems = Problems()
+    for r, config in enumerate(study.replicates):
+        if replicates is None or r in replicates:
+            for line in experiment_problems(config):
+                problems.add(line)
     problems.raise_if_any()
 
 

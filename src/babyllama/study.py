@@ -252,6 +252,9 @@ def cmd_study(args) -> int:
         result = build_study_report(Path(args.experiment), Path(args.out) if args.out else None)
     else:
         study = load_study(args.experiment, args.overrides, seeds=args.seeds, arms=args.arms)
+        from .preflight import preflight_study
+
+        preflight_study(study, args.replicate)
         if args.dry_run:
             for r, seeds in enumerate(study.seeds()):
                 print(f"rep{r}: " + ", ".join(f"{name} seed {seed}" for name, seed in seeds.items()))

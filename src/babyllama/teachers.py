@@ -39,15 +39,15 @@ CAUSAL_LM_CLASSES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
 PROBE_TOKENS = 8
 
 
-def check_teacher_config(folder: str | Path, vocab_size: int, seq_length: int | None = None) -> PretrainedConfig:
+def check_teacher_config(folder: str | Path, vocab_size: int | None, seq_length: int | None = None) -> PretrainedConfig:
     """Refuse, in one line, a teacher folder that cannot serve a student of ``vocab_size`` tokens.
 
     Reads ``config.json`` through ``AutoConfig`` (no weights are loaded) and checks that the folder
     holds weights, that the config is a decoder-only causal LM (its ``model_type`` has an
     ``AutoModelForCausalLM`` class, it is not encoder-decoder, not an encoder family's config
     without ``is_decoder``, and the classes it was saved from, if named, are causal-LM classes),
-    that its vocabulary size is ``vocab_size`` and, given ``seq_length``, that it accepts that many
-    positions. Returns the config.
+    that its vocabulary size is ``vocab_size`` (``None``: not compared) and, given ``seq_length``,
+    that it accepts that many positions. Returns the config.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -74,7 +74,7 @@ def check_teacher_config(folder: str | Path, vocab_size: int, seq_length: int | 
     if not list(folder.glob("*.safetensors")) and not list(folder.glob("pytorch_model*.bin")):
         raise UserError(f"teacher {folder}: not a model directory (no model.safetensors)")
     vocab = getattr(config.get_text_config(), "vocab_size", None)
-    if vocab != vocab_size:
+    if vocab_size is not None and vocab != vocab_size:
         raise UserError(f"teacher {folder}: vocabulary size {vocab} differs from the student's {vocab_size}")
     positions = getattr(config.get_text_config(), "max_position_embeddings", None)
     if seq_length is not None and positions is not None and positions < seq_length:

@@ -333,6 +333,8 @@ def _parse_task(text: str) -> tuple[str, Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from babyllama.preflight import Problems, check_writable
+
     tasks: dict[str, Path] = {}
     for name, path in args.task or []:
         if name in tasks:
@@ -350,11 +352,13 @@ def _run(args: argparse.Namespace) -> int:
     names = [Path(m).name for m in args.model_dir]
     if args.out is not None and len(set(names)) < len(names):
         raise UserError("model directories share a folder name; evaluate them one at a time with --out")
-    for model_dir in args.model_dir:
-        if args.out is None:
-            out = Path(model_dir) / "zero_shot"
-        else:
-            out = Path(args.out) if len(args.model_dir) == 1 else Path(args.out) / Path(model_dir).name
+    outs = [Path(m) / "zero_shot" if args.out is None else
+            (Path(args.out) if len(args.model_dir) == 1 else Path(args.out) / Path(m).name) for m in args.model_dir]
+    problems = Problems()
+    for out in outs:
+        problems.check(check_writable, out)
+    problems.raise_if_any()
+    for model_dir, out in zip(args.model_dir, outs):
         results = evaluate_zero_shot(
             model_dir, tasks, out, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
             progress=not args.quiet,
