@@ -54,7 +54,7 @@ def test_two_lines_under_both_encodings(tmp_path, tok_dir):
                                                    "Ġ.", "Ċ"]
     assert ref_tok.convert_ids_to_tokens(ref) == ["The", "Ġdog", "Ġruns", "Ġ.", "Ċ", "The", "Ġdogs", "Ġrun",
                                                  "Ġ.", "Ċ"]
-    assert len(list((tmp_path / "c").glob("*.npy"))) == 2  # the encoding is part of the cache key
+    assert len(list((tmp_path / "c").glob("*.json"))) == 2  # the encoding is part of the cache key
     # the saved tokenizer encodes as training did: AutoTokenizer gives the training array's ids
     save_tokenizer(ref_tok, tmp_path / "saved")
     assert load_tokenizer(tmp_path / "saved")(TWO_LINES, add_special_tokens=False)["input_ids"] == ref
