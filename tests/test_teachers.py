@@ -16,7 +16,7 @@ from babyllama.errors import UserError
 from babyllama.model import build_model, llama_config
 from babyllama.pipeline import load_token_data
 from babyllama.teacher_cache import build_teacher_cache, load_teacher_cache
-from babyllama.teachers import check_teacher_config, ensemble_logits, ensemble_targets, load_teachers
+from babyllama.teachers import check_teacher, check_teacher_config, ensemble_logits, ensemble_targets, load_teachers
 from babyllama.tokenizer import load_tokenizer
 from conftest import TINY_TRAIN
 
@@ -148,5 +148,7 @@ def test_a_random_llama_and_a_missing_folder(tmp_path, teachers):
     model = build_model(llama_config(ModelConfig(preset="tiny"), len(tok), 0, 1, 2), seed=0)
     folder = _save(model, tmp_path / "llama")
     assert check_teacher_config(folder, len(tok)).model_type == "llama"
+    tok.save_pretrained(folder)
+    check_teacher(folder, None, len(tok))  # before the student's tokenizer exists: config only
     with pytest.raises(UserError, match="no such folder"):
         check_teacher_config(tmp_path / "nothing", len(tok))
