@@ -18,22 +18,25 @@ def _tiny_llama():
 
 def test_a_warning_raised_in_our_files_is_caught():
     code = compile("import warnings\nwarnings.warn('old API', FutureWarning)\n", PACKAGE_DIR + "fake_module.py", "exec")
-    with deprecations_from_babyllama() as caught:
-        exec(code, {})
-        warnings.warn("from the test itself", DeprecationWarning)
+    with warnings.catch_warnings(record=True) as passed_on:
+        with deprecations_from_babyllama() as caught:
+            exec(code, {})
+            warnings.warn("from the test itself", DeprecationWarning)
     assert len(caught) == 1 and "fake_module.py:2: FutureWarning: old API" in caught[0]
+    assert [str(w.message) for w in passed_on] == ["from the test itself"]  # not ours: passed on
 
 
 def test_a_deprecated_keyword_passed_through_our_code_is_caught():
     """transformers points this warning's filename into torch; the stack shows our call."""
     model, ids = _tiny_llama(), torch.zeros(1, 3, dtype=torch.long)
     keep = torch.ones(1, 3, dtype=torch.bool)
-    with deprecations_from_babyllama() as caught:
-        with torch.inference_mode():
+    with warnings.catch_warnings(record=True) as passed_on:
+        with deprecations_from_babyllama() as caught, torch.inference_mode():
             model(input_ids=ids, past_key_values=None)  # the test's own call: not ours
             assert caught == []
             logprob_engine._kept_logits(model, keep, True, input_ids=ids, past_key_values=None)
     assert len(caught) == 1 and "`past_key_values` is deprecated" in caught[0]
+    assert [w.category for w in passed_on] == [FutureWarning]  # the test's own call, passed on
 
 
 def test_the_zero_shot_scorer_uses_the_current_cache_keyword():

@@ -51,7 +51,8 @@ def test_token_arrays_are_cached_by_tokenizer_and_text(tmp_path, tokenizer_dir, 
     other.write_text(files[0].read_text() + "one more line .\n")
     changed = encode_split(tok, [other], tmp_path / "cache")
     assert len(changed) > len(first)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4  # token arrays and their word starts
+    assert len(list((tmp_path / "cache").glob("*.words.npy"))) == 2
 
 
 def test_epoch_chunks_random_offset_fixed_order_per_seed():

@@ -18,9 +18,26 @@ from .preemption import EXIT_PREEMPTED, Preempted
 EXIT_USER_ERROR = 2
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors (unknown option, bad value) are a :class:`UserError`:
+    one ``error: ...`` line and exit code 2 like every other error; the usage is on ``--help``.
+
+    Subparsers are made with the parser's own class, so every subcommand behaves the same.
+    """
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUB=VALUE",
                    help="override a config value (YAML syntax), e.g. --set models.student.train.lr=1e-3; repeatable")
+
+
+def _add_strict_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict-budget", action="store_true",
+                   help="refuse to train (exit 2) when the estimated words exceed the experiment's track "
+                   "(track: strict-small, 10M unique / 100M seen; strict, 100M / 1000M); default: a warning")
 
 
 def _add_quiet(p: argparse.ArgumentParser) -> None:
@@ -42,6 +59,7 @@ def cmd_demo(args) -> int:
 
     overrides = [f"run_dir={args.out}"] + args.overrides
     config = load_experiment(shipped_config("demo/experiment.yaml"), overrides)
+    _preflight(config, args)
     return _run(config, args)
 
 
@@ -50,19 +68,38 @@ def cmd_run(args) -> int:
     from .config import load_experiment
 
     config = load_experiment(args.experiment, args.overrides)
+    _preflight(config, args)
     if args.dry_run:
-        return _describe(config)
+        from .word_budget import enforce, experiment_budget
+
+        _describe(config)
+        enforce(experiment_budget(config), args.strict_budget)
+        return 0
     return _run(config, args)
+
+
+def _only(args) -> list[str] | None:
+    return [] if args.prepare_only else (args.only or None)
+
+
+def _preflight(config, args) -> None:
+    """Check everything the run will need before its first stage (all problems at once)."""
+    from .preflight import preflight_experiment
+
+    preflight_experiment(config, only=_only(args))
 
 
 def _run(config, args) -> int:
     from .pipeline import run_experiment
     from .report import build_report
+    from .word_budget import enforce, experiment_budget, write_budget
 
-    only = [] if args.prepare_only else (args.only or None)
+    enforce(experiment_budget(config), args.strict_budget)
+    only = _only(args)
     run_experiment(config, overwrite=args.overwrite, progress=not args.quiet, only=only)
     if args.prepare_only:
         return 0
+    print(write_budget(config).summary())
     run_dir = Path(config.run_dir)
     report = build_report([run_dir], run_dir / "report")
     print(report.table)
@@ -92,10 +129,15 @@ def cmd_prepare(args) -> int:
     """Clean and split a corpus folder (or the built-in corpus)."""
     from .config import CorpusConfig
     from .pipeline import run_prepare
+    from .preflight import Problems, check_corpus, check_writable
 
     config = CorpusConfig(path=args.corpus, builtin_words=args.builtin_words, clean=not args.no_clean,
                           valid_fraction=args.valid_fraction)
     config.validate("prepare")
+    problems = Problems()
+    problems.check(check_corpus, config.path, "--corpus")
+    problems.check(check_writable, args.out)
+    problems.raise_if_any()
     run_prepare(config, Path(args.out), overwrite=args.overwrite)
     return 0
 
@@ -104,20 +146,25 @@ def cmd_tokenizer(args) -> int:
     """Train the byte-level BPE tokenizer on a prepared corpus's training split."""
     from .config import TokenizerConfig
     from .pipeline import run_tokenizer
+    from .preflight import Problems, check_prepared, check_writable
 
     config = TokenizerConfig(vocab_size=args.vocab_size, min_frequency=args.min_frequency)
     config.validate("tokenizer")
+    problems = Problems()
+    problems.check(check_prepared, args.data)
+    problems.check(check_writable, args.out)
+    problems.raise_if_any()
     run_tokenizer(config, Path(args.data), Path(args.out), overwrite=args.overwrite)
     return 0
 
 
 def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
-    from .io import ensure_writable
     from .pipeline import load_token_data, mark_done
+    from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
+                            checkpoint_disk_bytes, stage_parameters)
     from .stage_lock import clear_folder, stage_lock
-    from .teachers import check_teacher
-    from .tokenizer import load_tokenizer, tokenizer_hash
+    from .tokenizer import for_encoding, load_tokenizer, tokenizer_hash
     from .train import train_stage
 
     data = load_yaml(args.config) if args.config else {}
@@ -129,16 +176,32 @@ def _cmd_train(args, kind: str) -> int:
     stage = from_dict(StageConfig, data, args.config or kind)
     stage.validate(kind)
     out = Path(args.out)
+    problems = Problems()
     if (out / "stage.json").is_file() and not args.overwrite:
-        raise UserError(f"{out}: already holds a finished run; use --overwrite to replace it")
-    tokenizer = load_tokenizer(args.tokenizer)
-    for teacher in teachers:
-        check_teacher(teacher, tokenizer, len(tokenizer), stage.train.seq_length)
+        problems.add(f"{out}: already holds a finished run; use --overwrite to replace it")
+    writable = problems.check(check_writable, out) is not None
+    encoding = stage.tokenizer.encoding if stage.tokenizer is not None else "per_line_prefix_space"
+    tokenizer = problems.check(load_tokenizer, args.tokenizer)
+    if tokenizer is not None:
+        tokenizer = problems.check(for_encoding, tokenizer, encoding, f"--tokenizer {args.tokenizer}")
+    problems.check(check_prepared, args.data)
+    vocab = len(tokenizer) if tokenizer is not None else None
+    if vocab is not None:
+        for teacher in teachers:
+            problems.check(check_teacher, teacher, tokenizer, vocab)
+        n_params = problems.check(stage_parameters, stage, vocab)
+        if n_params is not None and writable:
+            problems.check(check_disk, out, checkpoint_disk_bytes(n_params, stage.train.keep_checkpoints),
+                           f"training with {stage.train.keep_checkpoints} kept checkpoint(s)")
+    if stage.distill.teacher_cache is not None and not (Path(stage.distill.teacher_cache) / "meta.json").is_file():
+        problems.add(f"distill.teacher_cache: {stage.distill.teacher_cache} is not a teacher cache (no meta.json); "
+                     f"build it with `babyllama teach-cache`")
+    problems.raise_if_any()
     with stage_lock(out):  # a second live job on OUT is refused here, before anything is touched
         if (out / "stage.json").is_file():
             clear_folder(out)
-        ensure_writable(out)
-        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
+        token_data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"),
+                                     encoding)
         metrics = train_stage(out.name, stage, tokenizer, token_data, out, [Path(t) for t in teachers],
                               progress=not args.quiet, overwrite=args.overwrite)
         mark_done(out, kind, config_hash({"stage": stage, "tokenizer": tokenizer_hash(tokenizer)}))
@@ -162,21 +225,39 @@ def cmd_teach_cache(args) -> int:
     import torch
 
     from .pipeline import load_token_data
+    from .preflight import Problems, check_prepared, check_teacher, check_writable
     from .teacher_cache import build_teacher_cache
     from .teachers import DTYPES
     from .tokenizer import load_tokenizer
 
     out = Path(args.out)
+    problems = Problems()
     if out.exists() and not args.overwrite:
-        raise UserError(f"{out}: already exists; use --overwrite to replace it")
+        problems.add(f"{out}: already exists; use --overwrite to replace it")
+    offsets = ()
     try:
         offsets = tuple(int(o) for o in args.offsets.split(","))
     except ValueError:
-        raise UserError(f"--offsets {args.offsets!r}: expected comma-separated integers") from None
-    tokenizer = load_tokenizer(args.tokenizer)
+        problems.add(f"--offsets {args.offsets!r}: expected comma-separated integers")
+    if offsets and (len(set(offsets)) != len(offsets) or not all(0 <= o < args.seq_length for o in offsets)):
+        problems.add(f"--offsets {list(offsets)}: expected distinct values in [0, {args.seq_length}) (--seq-length)")
+    for name in ("k", "seq_length", "batch_size"):
+        if getattr(args, name) < 1:
+            problems.add(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+    if args.temperature <= 0:
+        problems.add(f"--temperature {args.temperature}: expected > 0")
+    tokenizer = problems.check(load_tokenizer, args.tokenizer)
+    teachers = [t for t in args.teachers.split(",") if t]
+    if not teachers:
+        problems.add("--teachers: at least one teacher folder is needed")
+    for teacher in teachers if tokenizer is not None else ():
+        problems.check(check_teacher, teacher, tokenizer, len(tokenizer))
+    problems.check(check_prepared, args.data)
+    problems.check(check_writable, out)
+    problems.raise_if_any()
     data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    meta = build_teacher_cache([Path(t) for t in args.teachers.split(",") if t], data.train.tokens, args.seq_length,
+    meta = build_teacher_cache([Path(t) for t in teachers], data.train.tokens, args.seq_length,
                                out, k=args.k, tokenizer=tokenizer, temperature=args.temperature, offsets=offsets,
                                dtype=DTYPES[args.teacher_precision], batch_size=args.batch_size, seed=args.seed,
                                device=device, progress=not args.quiet)
@@ -193,17 +274,33 @@ def cmd_evaluate_loss(args) -> int:
     from .evaluation.perplexity import evaluate_loss
     from .model import load_model_dir
     from .pipeline import load_token_data
+    from .preflight import Problems, check_model_folder, check_prepared
     from .tokenizer import load_tokenizer
 
+    problems = Problems()
+    splits = [s for s in args.splits.split(",") if s]
+    for split in splits:
+        if split not in ("train", "valid", "test"):
+            problems.add(f"--splits {args.splits}: unknown split {split!r}; expected train, valid or test")
+    if not splits:
+        problems.add("--splits: no split named; expected some of train, valid, test")
+    for name in ("seq_length", "batch_size"):
+        if getattr(args, name) < 1:
+            problems.add(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
+    for model_dir in args.model_dir:
+        problems.check(check_model_folder, model_dir)
+        problems.check(load_tokenizer, model_dir)
+    problems.check(check_prepared, args.data)
+    problems.raise_if_any()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for model_dir in args.model_dir:
         tokenizer = load_tokenizer(model_dir)
         model = load_model_dir(model_dir).to(device)
         data = load_token_data(Path(args.data), tokenizer, Path(args.cache or Path(args.data) / "cache"))
-        for split in args.splits.split(","):
-            tokens = getattr(data, split, None)
+        for split in splits:
+            tokens = getattr(data, split)
             if tokens is None:
-                print(f"{model_dir} {split}: no such split")
+                print(f"{model_dir} {split}: the prepared corpus has no {split} split")
                 continue
             r = evaluate_loss(model, tokens, args.seq_length, args.batch_size, tokenizer.pad_token_id, device)
             print(f"{model_dir} {split}: loss {r['loss']:.4f} bpb {r['bpb']:.4f} ({r['tokens']:,} tokens)")
@@ -223,7 +320,7 @@ def cmd_download(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="babyllama", description="Pretrain small Llama models, distil students "
+    parser = ArgumentParser(prog="babyllama", description="Pretrain small Llama models, distil students "
                                      "from teacher ensembles and evaluate them as the BabyLM challenge does "
                                      "(BabyLlama-2). Start with `babyllama demo`.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -235,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL", help="train only this model (repeatable)")
     p.add_argument("--prepare-only", action="store_true", help="stop after the corpus, tokenizer and token arrays")
+    _add_strict_budget(p)
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_demo)
@@ -243,12 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every stage of EXPERIMENT.yaml in order; finished stages with the same "
                        "resolved config are skipped and an interrupted training stage resumes from its checkpoint.")
     p.add_argument("experiment", help="experiment YAML file (see configs/)")
-    p.add_argument("--dry-run", action="store_true", help="validate, print each model and its parameter count, exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print each model, its parameter count and the word budget, exit")
     p.add_argument("--overwrite", action="store_true", help="replace finished stages whose config changed")
     p.add_argument("--only", action="append", default=[], metavar="MODEL",
                    help="train and evaluate only this model (repeatable); other jobs may train the rest")
     p.add_argument("--prepare-only", action="store_true",
                    help="stop after the corpus, tokenizer and token arrays (run once before parallel --only jobs)")
+    _add_strict_budget(p)
     _add_set(p)
     _add_quiet(p)
     p.set_defaults(func=cmd_run)
@@ -317,11 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=64, help="chunks per forward pass (default 64)")
     q.add_argument("--cache", help="token-array cache folder (default: DATA/cache)")
     q.set_defaults(func=cmd_evaluate_loss)
-    from .evaluation import fast_eval, glue, zero_shot
+    from .evaluation import aoa, fast_eval, glue, reading, zero_shot
 
     zero_shot.add_parser(ev)
     fast_eval.add_parser(ev)
     glue.add_parser(ev)
+    reading.add_parser(ev)
+    aoa.add_parser(ev)
 
     p = sub.add_parser("download", help="fetch the BabyLM corpus from the Hugging Face Hub",
                        description=cmd_download.__doc__)
@@ -330,10 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output corpus folder")
     p.set_defaults(func=cmd_download)
 
-    from . import report, sweep
+    from . import push, report, sweep
     from .evaluation import collate
 
+    push.add_parser(sub)
     report.add_parser(sub)
+    from .study import add_parser as add_study_parser
+    add_study_parser(sub)
     collate.add_parser(sub)
     sweep.add_parser(sub)
     return parser
@@ -345,11 +450,12 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)

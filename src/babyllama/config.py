@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .word_checkpoints import DEFAULT_WORD_COUNTS, check_word_counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,6 +45,9 @@ class CorpusConfig:
     builtin_seed: int = 0
     clean: bool = True
     valid_fraction: float = 0.05
+    #: Keep blank lines through the split and in the written splits (the reference's
+    #: ``split_dataset.ipynb``); ``False`` (ours) drops them after cleaning (docs/reproduction.md).
+    keep_blank_lines: bool = False
 
     def validate(self, where: str) -> None:
         _check(0.0 < self.valid_fraction < 1.0, where, "valid_fraction", self.valid_fraction, "in (0, 1)")
@@ -52,16 +56,35 @@ class CorpusConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Byte-level BPE settings (docs/paper-recipe.md); ``path`` reuses an existing tokenizer folder."""
+    """Byte-level BPE settings (docs/paper-recipe.md); ``path`` reuses an existing tokenizer folder.
+
+    ``encoding``: how text becomes training tokens, and how the saved tokenizer encodes:
+    ``per_line_prefix_space`` (ours: each line with a prefix space) or ``reference_whole_file``
+    (the authors': each file as one string, no prefix space). ``training_text``: what BPE is
+    trained on: ``train_split`` (ours: the training split's lines) or ``whole_train_files`` (the
+    authors': every line of the cleaned training files, validation part included, with its
+    newline). ``byte_alphabet``: seed the vocabulary with all 256 byte symbols (ours) or learn
+    only the bytes seen (the authors'). See docs/reproduction.md.
+    """
 
     vocab_size: int = 16_000
     min_frequency: int = 2
     path: str | None = None
+    encoding: str = "per_line_prefix_space"
+    training_text: str = "train_split"
+    byte_alphabet: bool = True
 
     def validate(self, where: str) -> None:
         _check(self.vocab_size >= 300, where, "vocab_size", self.vocab_size, ">= 300 (256 bytes + specials)")
         _check(self.vocab_size <= 1 << 20, where, "vocab_size", self.vocab_size, "<= 1048576")
         _check(self.min_frequency >= 1, where, "min_frequency", self.min_frequency, ">= 1")
+        _check(self.encoding in ENCODINGS, where, "encoding", self.encoding, f"one of {', '.join(ENCODINGS)}")
+        _check(self.training_text in TRAINING_TEXTS, where, "training_text", self.training_text,
+               f"one of {', '.join(TRAINING_TEXTS)}")
+
+
+ENCODINGS = ("per_line_prefix_space", "reference_whole_file")
+TRAINING_TEXTS = ("train_split", "whole_train_files")
 
 
 @dataclass
@@ -101,6 +124,11 @@ class TrainConfig:
     ``batch_size`` is the global batch per optimizer step (sequences), split over
     ``grad_accum`` micro-steps and over processes. ``epochs`` may be fractional; ``max_steps``
     caps the number of optimizer steps (the schedule is laid out over the capped length).
+    ``word_checkpoints``: corpus words seen at which a model folder is saved under
+    ``word_checkpoints/chck_{N}M`` (default: the BabyLM 2025 schedule 1M..10M, 20M..100M).
+    ``precision``: ``no`` (float32), ``bf16``, ``fp16`` (autocast with a gradient scaler; teachers
+    keep float32 weights unless ``distill.teacher_precision`` says otherwise, as in the authors'
+    code) or ``auto`` (bf16 on a GPU that supports it, else float32).
     """
 
     seq_length: int = 128
@@ -123,6 +151,13 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 1
     seed: int = 0
+    word_checkpoints: list[int] = field(default_factory=lambda: list(DEFAULT_WORD_COUNTS))
+    #: Which validation value picks the kept checkpoint: ``val_loss`` (cross-entropy, ours) or
+    #: ``val_distill_loss`` (the student's distillation loss, the authors'; students only).
+    select_on: str = "val_loss"
+    #: ``per_epoch_offset`` (ours: one random offset per epoch, disjoint windows) or
+    #: ``per_sample_offset`` (the authors': a fresh offset per chunk, windows may overlap).
+    chunk_sampling: str = "per_epoch_offset"
 
     def validate(self, where: str) -> None:
         _check(self.seq_length > 0, where, "seq_length", self.seq_length, "> 0")
@@ -146,8 +181,14 @@ class TrainConfig:
         _check(self.keep_checkpoints >= 1, where, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         _check(self.log_every > 0, where, "log_every", self.log_every, "> 0")
         _check(self.eval_batch_size > 0, where, "eval_batch_size", self.eval_batch_size, "> 0")
+        check_word_counts(self.word_checkpoints, f"{where}.word_checkpoints")
+        _check(self.select_on in SELECT_ON, where, "select_on", self.select_on, f"one of {', '.join(SELECT_ON)}")
+        _check(self.chunk_sampling in CHUNK_SAMPLINGS, where, "chunk_sampling", self.chunk_sampling,
+               f"one of {', '.join(CHUNK_SAMPLINGS)}")
 
 
+SELECT_ON = ("val_loss", "val_distill_loss")
+CHUNK_SAMPLINGS = ("per_epoch_offset", "per_sample_offset")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16", "auto")
 REDUCTIONS = ("per_token", "reference")
@@ -213,6 +254,11 @@ class StageConfig:
             _check(len(self.teachers) >= 1, where, "teachers", self.teachers, "at least one teacher for distill")
         else:
             _check(not self.teachers, where, "teachers", self.teachers, "empty for pretrain (use kind: distill)")
+            _check(self.train.select_on == "val_loss", f"{where}.train", "select_on", self.train.select_on,
+                   "val_loss for kind: pretrain (val_distill_loss needs teachers)")
+        _check(self.distill.teacher_cache is None or self.kind != "distill"
+               or self.train.chunk_sampling == "per_epoch_offset", f"{where}.train", "chunk_sampling",
+               self.train.chunk_sampling, "per_epoch_offset with distill.teacher_cache (the cache holds fixed offsets)")
         if self.corpus is not None:
             self.corpus.validate(f"{where}.corpus")
         if self.tokenizer is not None:
@@ -247,7 +293,10 @@ class EvaluationConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One experiment file: shared data and defaults, then a table of models."""
+    """One experiment file: shared data and defaults, then a table of models.
+
+    ``track``: the BabyLM word budget the experiment declares (:mod:`babyllama.word_budget`).
+    """
 
     name: str = "experiment"
     run_dir: str = "runs/experiment"
@@ -255,8 +304,12 @@ class ExperimentConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     models: dict[str, StageConfig] = field(default_factory=dict)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    track: str = "none"
 
     def validate(self) -> None:
+        from .word_budget import TRACKS
+
+        _check(self.track in TRACKS, "experiment", "track", self.track, f"one of {', '.join(TRACKS)}")
         self.corpus.validate("corpus")
         self.tokenizer.validate("tokenizer")
         if not self.models:
@@ -382,8 +435,25 @@ def resolve_experiment(data: dict, source: str = "experiment") -> ExperimentConf
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Load, override and validate an experiment file."""
-    data = apply_overrides(load_yaml(path), list(overrides))
+    original = load_yaml(path)
+    data = apply_overrides(original, list(overrides))
+    _check_model_overrides(original, data, list(overrides), str(path))
     return resolve_experiment(data, str(path))
+
+
+def _check_model_overrides(original: dict, data: dict, overrides: list[str], source: str) -> None:
+    """Refuse ``--set models.NAME...`` for a model the file does not have, unless the new entry
+    names its ``kind`` (a misspelt name would otherwise add a model with the default preset)."""
+    known = [str(k) for k in original["models"]] if isinstance(original.get("models"), dict) else []
+    models = {str(k): v for k, v in data["models"].items()} if isinstance(data.get("models"), dict) else {}
+    for item in overrides:
+        parts = item.split("=", 1)[0].strip().split(".")
+        if len(parts) < 2 or parts[0] != "models" or parts[1] in known:
+            continue
+        entry = models.get(parts[1])
+        if not (isinstance(entry, dict) and "kind" in entry):
+            raise UserError(f"--set {item}: {source} has no model {parts[1]!r}{_suggest(parts[1], known)}; "
+                            f"to add one, also set models.{parts[1]}.kind (pretrain or distill)")
 
 
 # --------------------------------------------------------------------------------------------

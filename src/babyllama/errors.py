@@ -10,3 +10,11 @@ class UserError(Exception):
     """Bad input that the user can fix; the message names the file, key or value at fault."""
 
     exit_code = 2
+
+
+class UserErrors(UserError):
+    """Several problems found together (the whole-run check); ``str`` is one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

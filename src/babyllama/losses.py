@@ -214,15 +214,20 @@ class _ChunkedLMLoss(torch.autograd.Function):
         ce = ce_sum / n_kept
         kd = kl_sum_ * (temperature ** 2 / kd_norm)
         loss = alpha * ce + (1.0 - alpha) * kd if targets is not None else ce.clone()
-        ctx.save_for_backward(grad_features.to(features.dtype),
-                              None if weight is None else grad_weight.to(weight.dtype))
+        # float16 would flush these unscaled gradients (about 1/N each) to zero: they stay float32
+        # until backward multiplies in grad_loss, which carries the fp16 GradScaler's factor
+        ctx.dtypes = (features.dtype, None if weight is None else weight.dtype)
+        ctx.save_for_backward(*(None if g is None else g if dt == torch.float16 else g.to(dt)
+                                for g, dt in zip((grad_features, grad_weight), ctx.dtypes)))
         ctx.mark_non_differentiable(ce, kd)
         return loss, ce, kd
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_ce, _grad_kd):
         grad_features, grad_weight = ctx.saved_tensors
-        return (grad_features * grad_loss, None if grad_weight is None else grad_weight * grad_loss,
+        dt_features, dt_weight = ctx.dtypes
+        return ((grad_features * grad_loss).to(dt_features),
+                None if grad_weight is None else (grad_weight * grad_loss).to(dt_weight),
                 None, None, None, None, None, None)
 
 

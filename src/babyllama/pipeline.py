@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import CorpusConfig, ExperimentConfig, StageConfig, TokenizerConfig, config_hash, dump_yaml
-from .data.corpus import iter_lines, prepare_corpus, split_files
+from .data.corpus import iter_lines, prepare_corpus, split_files, whole_file_lines
 from .data.token_arrays import encode_split
 from .errors import UserError
 from .io import atomic_write_json, atomic_write_text
 from .stage_lock import clear_folder, stage_lock
-from .tokenizer import load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
+from .tokenizer import for_encoding, load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
 from .train import TrainData, train_stage
 
 
@@ -76,30 +76,34 @@ def run_prepare(config: CorpusConfig, out_dir: Path, overwrite: bool = False) ->
 
 
 def run_tokenizer(config: TokenizerConfig, prepared: Path, out_dir: Path, overwrite: bool = False):
-    """Train the tokenizer on the training split (or load ``config.path``); return it."""
+    """Train the tokenizer on ``config.training_text`` (or load ``config.path``), made to encode
+    as ``config.encoding`` says; return it."""
     if config.path:
-        return load_tokenizer(config.path)
+        return for_encoding(load_tokenizer(config.path), config.encoding, f"tokenizer.path {config.path}")
     chash = config_hash({"tokenizer": config, "corpus": (prepared / "stage.json").read_text()
                          if (prepared / "stage.json").is_file() else str(prepared)})
     if stage_done(out_dir, chash, overwrite):
         _log(f"tokenizer: {out_dir} is up to date")
         return load_tokenizer(out_dir)
-    _log(f"tokenizer: training byte-level BPE, vocab {config.vocab_size}, on {prepared / 'train'}")
-    tokenizer = train_tokenizer(iter_lines(split_files(prepared, "train")), config.vocab_size, config.min_frequency)
-    save_tokenizer(tokenizer, out_dir)
+    whole = config.training_text == "whole_train_files"
+    _log(f"tokenizer: training byte-level BPE, vocab {config.vocab_size}, on "
+         f"{prepared / 'train'}{' and ' + str(prepared / 'valid') if whole else ''}")
+    text = whole_file_lines(prepared) if whole else iter_lines(split_files(prepared, "train"))
+    tokenizer = train_tokenizer(text, config.vocab_size, config.min_frequency, config.byte_alphabet)
+    save_tokenizer(for_encoding(tokenizer, config.encoding), out_dir)
     mark_done(out_dir, "tokenizer", chash)
     _log(f"tokenizer: {len(tokenizer)} tokens -> {out_dir}")
     return load_tokenizer(out_dir)
 
 
-def load_token_data(prepared: Path, tokenizer, cache_dir: Path) -> TrainData:
-    """Token arrays of the three splits (encoded once, then read from the cache)."""
+def load_token_data(prepared: Path, tokenizer, cache_dir: Path, encoding: str = "per_line_prefix_space") -> TrainData:
+    """Token arrays of the three splits (encoded once as ``encoding`` says, then read from the cache)."""
     splits = {}
     for split in ("train", "valid", "test"):
         files = split_files(prepared, split)
         if not files and split != "test":
             raise UserError(f"{prepared}/{split}: empty split")
-        splits[split] = encode_split(tokenizer, files, cache_dir) if files else None
+        splits[split] = encode_split(tokenizer, files, cache_dir, encoding) if files else None
     return TrainData(**splits)
 
 
@@ -132,7 +136,7 @@ def run_experiment(config: ExperimentConfig, overwrite: bool = False, progress: 
     atomic_write_text(run_dir / "experiment.yaml", dump_yaml(config))
     prepared = run_prepare(config.corpus, run_dir / "corpus", overwrite)
     tokenizer = run_tokenizer(config.tokenizer, prepared, run_dir / "tokenizer", overwrite)
-    shared = load_token_data(prepared, tokenizer, run_dir / "cache")
+    shared = load_token_data(prepared, tokenizer, run_dir / "cache", config.tokenizer.encoding)
     hashes: dict[str, str] = {}
     results: dict[str, dict] = {}
     for name in config.stage_order():
@@ -194,9 +198,11 @@ def _model_inputs(config: ExperimentConfig, name: str, stage: StageConfig, run_d
         if stage.corpus is not None:
             own_prepared = run_prepare(stage.corpus, run_dir / f"corpus-{name}", overwrite)
             corpus_key = config_hash(stage.corpus)
+        encoding = config.tokenizer.encoding
         if stage.tokenizer is not None:
             tok = run_tokenizer(stage.tokenizer, own_prepared, run_dir / f"tokenizer-{name}", overwrite)
-        data = load_token_data(own_prepared, tok, run_dir / "cache")
+            encoding = stage.tokenizer.encoding
+        data = load_token_data(own_prepared, tok, run_dir / "cache", encoding)
     teacher_dirs = []
     for teacher in stage.teachers:
         folder = run_dir / teacher if teacher in config.models else Path(teacher)

@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import UserError
 from .io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from .word_budget import report_lines
 
 MISSING = "missing"
 
@@ -854,6 +855,7 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> ReportResult:
                "Train time: training wall time.", ""]
     else:
         md += ["No model folders given.", ""]
+    md += [line for budget in report_lines([Path(d) for d in run_dirs]) for line in (budget, "")]
 
     md += ["## Student margins", ""]
     if not students:

@@ -113,24 +113,28 @@ class StageLock:
 
     def acquire(self) -> "StageLock":
         """Take the lock, taking over a stale one; refuse a live one with :class:`UserError`."""
-        if not self.folder.exists():
-            self.folder.mkdir(parents=True)
-            self._created_folder = True
-        for _ in range(_TAKEOVER_ATTEMPTS):
-            if self._try_create():
-                self._thread = threading.Thread(target=self._beat, name=f"stage-lock {self.folder}", daemon=True)
-                self._thread.start()
-                return self
-            info, raw = _read(self.path)
-            try:
-                mtime = self.path.stat().st_mtime
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            if not is_stale(info, mtime):
-                self._remove_created_folder()
-                raise UserError(f"{self.folder}: {_holder(info, self.path)}")
-            if raw is not None:
-                self._take_over(raw)
+        try:
+            if not self.folder.exists():
+                self.folder.mkdir(parents=True)
+                self._created_folder = True
+            for _ in range(_TAKEOVER_ATTEMPTS):
+                if self._try_create():
+                    self._thread = threading.Thread(target=self._beat, name=f"stage-lock {self.folder}", daemon=True)
+                    self._thread.start()
+                    return self
+                info, raw = _read(self.path)
+                try:
+                    mtime = self.path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                if not is_stale(info, mtime):
+                    self._remove_created_folder()
+                    raise UserError(f"{self.folder}: {_holder(info, self.path)}")
+                if raw is not None:
+                    self._take_over(raw)
+        except OSError as exc:
+            self._remove_created_folder()
+            raise UserError(f"{self.folder}: cannot write there ({exc.strerror or exc})") from None
         self._remove_created_folder()
         raise UserError(f"{self.folder}: could not take the stage lock {self.path} (other processes keep taking it)")
 

@@ -451,7 +451,7 @@ def prepare_shared(sweep: Sweep, progress: bool) -> SharedInputs:
         own = run_prepare(stage.corpus, shared / f"corpus-{sweep.stage}") if stage.corpus else prepared
         if stage.tokenizer is not None:
             tokenizer = run_tokenizer(stage.tokenizer, own, shared / f"tokenizer-{sweep.stage}")
-        data = load_token_data(own, tokenizer, shared / "cache")
+        data = load_token_data(own, tokenizer, shared / "cache", (stage.tokenizer or config.tokenizer).encoding)
     teacher_dirs = [Path(sweep.file.teachers[t]) if t in sweep.file.teachers
                     else (shared / t if t in config.models else Path(t)) for t in stage.teachers]
     return SharedInputs(tokenizer=tokenizer, data=data, teacher_dirs=teacher_dirs)
@@ -465,6 +465,7 @@ def trial_experiment(sweep: Sweep, values: dict[str, Any], number: int, teacher_
     """The one-model experiment a trial runs: the tuned stage with ``values``, teachers as folders."""
     stage = _stage_with(sweep.base, sweep.stage, values)
     stage["teachers"] = [str(p.resolve()) for p in teacher_dirs]
+    stage["train"]["word_checkpoints"] = []  # a trial is a search point, not a submission: no chck_* folders
     data = copy.deepcopy(sweep.experiment_data)
     data.update(name=f"{sweep.study_name}-trial-{number:04d}", run_dir=str(trial_dir(sweep, number)),
                 models={sweep.stage: stage})
@@ -824,6 +825,10 @@ def cmd_sweep(args) -> int:
         study = open_study(sweep, open_storage(sweep), create=False)
         print(best_experiment_text(sweep, study), end="")
         return 0
+    if sweep.file.trials > 0:
+        from .preflight import preflight_sweep
+
+        preflight_sweep(sweep)
     started = time.perf_counter()
     summary = run_sweep(sweep, progress=not args.quiet)
     _log(f"sweep {sweep.study_name}: done in {time.perf_counter() - started:.0f}s; plots: "

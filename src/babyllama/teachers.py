@@ -86,10 +86,11 @@ def check_teacher_tokenizer(folder: str | Path, student_tokenizer) -> None:
     """Refuse a teacher whose saved tokenizer maps text to other ids than the student's.
 
     A teacher folder without a tokenizer is accepted (its vocabulary size is checked by
-    :func:`check_teacher_config`).
+    :func:`check_teacher_config`), and so is any teacher while the student has none yet
+    (``student_tokenizer`` is ``None`` when the run has not trained it).
     """
     folder = Path(folder)
-    if not (folder / "tokenizer_config.json").is_file():
+    if student_tokenizer is None or not (folder / "tokenizer_config.json").is_file():
         return
     teacher_tok = load_tokenizer(folder)
     if tokenizer_fingerprint(teacher_tok) != tokenizer_fingerprint(student_tokenizer):
@@ -127,6 +128,19 @@ def check_teacher_head(folder: str | Path, teacher: torch.nn.Module) -> None:
     if not torch.allclose(got, expected, atol=tolerance * scale.item(), rtol=tolerance):
         raise UserError(f"teacher {folder}: its logits are not its decoder's output through get_output_embeddings() "
                         f"({type(teacher).__name__}, e.g. a scaled or soft-capped head); not supported as a teacher")
+
+
+def teacher_dtype(teacher_precision: str, mixed_precision: str) -> torch.dtype:
+    """The dtype of the frozen teachers' weights (``distill.teacher_precision``).
+
+    An explicit dtype wins. ``same`` follows the student's compute: bfloat16 under ``bf16``;
+    float32 under ``fp16``, as in the authors' code (teachers loaded in float32 and run under the
+    Trainer's fp16 autocast, so their matmuls run in fp16 while norms and softmax stay float32,
+    out of fp16's range limits); float32 without mixed precision.
+    """
+    if teacher_precision != "same":
+        return DTYPES[teacher_precision]
+    return torch.bfloat16 if mixed_precision == "bf16" else torch.float32
 
 
 def load_teachers(dirs: list[str | Path], student_tokenizer, student_vocab_size: int,

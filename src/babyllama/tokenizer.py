@@ -6,6 +6,11 @@ prefix space, vocabulary 16000, minimum pair frequency 2, specials ``<pad>`` ``<
 ``AutoTokenizer`` reloads ``tokenizer.json`` exactly as trained (a GPT-2 wrapper would drop
 ``add_prefix_space`` on reload in transformers 5) and ``len(tokenizer)`` equals the trained
 vocabulary.
+
+The authors' code (``tokenizer.encoding: reference_whole_file``, docs/reproduction.md) wraps the
+trained file in ``GPT2TokenizerFast``, whose default ``add_prefix_space=False`` replaces the
+trained pre-tokenizer's: :func:`for_encoding` makes that change on the tokenizer itself, so the
+saved folder encodes the way training did.
 """
 
 from __future__ import annotations
@@ -24,17 +29,41 @@ from .io import atomic_path
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> PreTrainedTokenizerFast:
-    """Train byte-level BPE on ``texts`` (an iterator of lines) and wrap it for transformers."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+                    byte_alphabet: bool = True) -> PreTrainedTokenizerFast:
+    """Train byte-level BPE on ``texts`` (an iterator of lines) and wrap it for transformers.
+
+    ``byte_alphabet``: seed the vocabulary with all 256 byte symbols, so any text encodes; without
+    it (the authors' trainer) only the bytes seen in ``texts`` get a token, and others are dropped.
+    """
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet() if byte_alphabet else [],
+                                  show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     return wrap(tok)
+
+
+def for_encoding(tokenizer: PreTrainedTokenizerBase, encoding: str, where: str = "tokenizer") -> PreTrainedTokenizerBase:
+    """``tokenizer`` made to encode as ``encoding`` says (see ``TokenizerConfig``), in place.
+
+    ``reference_whole_file`` turns the byte-level pre-tokenizer's prefix space off, as
+    ``GPT2TokenizerFast(tokenizer_file=...)`` does by default; ``per_line_prefix_space`` leaves the
+    tokenizer as trained or loaded. A tokenizer without a byte-level pre-tokenizer is refused for
+    ``reference_whole_file`` (``where`` names the config key in the message).
+    """
+    if encoding == "per_line_prefix_space":
+        return tokenizer
+    pre = tokenizer.backend_tokenizer.pre_tokenizer
+    if not isinstance(pre, pre_tokenizers.ByteLevel):
+        raise UserError(f"{where}: encoding reference_whole_file needs a byte-level BPE tokenizer "
+                        f"(pre-tokenizer {type(pre).__name__})")
+    pre.add_prefix_space = False
+    return tokenizer
 
 
 def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:

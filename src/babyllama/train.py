@@ -30,8 +30,10 @@ from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
 from .config import StageConfig, config_hash, dump_yaml
-from .data.token_arrays import TokenSplit, epoch_chunk_starts, gather_chunks, require_tokens, chunks_per_epoch
+from .data.token_arrays import (TokenSplit, chunk_words, epoch_chunk_starts, gather_chunks, require_tokens,
+                                chunks_per_epoch)
 from .errors import UserError
+from .evaluation.distill_validation import evaluate_distill_loss
 from .evaluation.perplexity import evaluate_loss
 from . import checkpoints
 from .io import append_jsonl, atomic_path, atomic_write_json, atomic_write_text, ensure_writable, read_jsonl
@@ -40,7 +42,8 @@ from .model import build_model, llama_config
 from .preemption import Preempted, stop_on_signals
 from .progress import Progress
 from .teacher_cache import cache_epoch_starts, load_teacher_cache
-from .teachers import DTYPES, ensemble_targets, load_teachers
+from .teachers import DTYPES, ensemble_targets, load_teachers, teacher_dtype
+from .word_checkpoint_saver import WordCheckpointSaver
 
 SCHEDULER_NAMES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
@@ -89,17 +92,20 @@ class StageLoss:
     ``fn(model, input_ids, labels, starts)`` runs the student ``model`` on ``input_ids``
     ``(b, S)`` and returns its :class:`~babyllama.losses.LossParts` for ``labels`` ``(b, S)``;
     ``starts`` ``(b,)`` are the chunks' token offsets in the training array (a teacher cache is
-    keyed by them). ``offsets``: ``None`` lets each epoch start its chunks at a fresh random offset;
-    a teacher cache restricts them to the offsets it holds.
+    keyed by them). ``offsets``: ``None`` lets chunks start at random offsets (``train.chunk_sampling``);
+    a teacher cache restricts them to the offsets it holds. ``teachers``: the frozen ensemble of
+    online distillation (empty otherwise).
     """
 
     fn: Callable[..., LossParts]
     offsets: tuple[int, ...] | None = None
+    teachers: tuple[torch.nn.Module, ...] = ()
 
-    def epoch_starts(self, n_tokens: int, seq_length: int, seed: int, epoch: int) -> np.ndarray:
+    def epoch_starts(self, n_tokens: int, seq_length: int, seed: int, epoch: int,
+                     sampling: str = "per_epoch_offset") -> np.ndarray:
         """Chunk starts ``(chunks_per_epoch,)`` of epoch ``epoch``, in visiting order."""
         if self.offsets is None:
-            return epoch_chunk_starts(n_tokens, seq_length, seed, epoch)
+            return epoch_chunk_starts(n_tokens, seq_length, seed, epoch, sampling)
         return cache_epoch_starts(n_tokens, seq_length, seed, epoch, self.offsets)
 
 
@@ -111,9 +117,9 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
     to :func:`~babyllama.losses.chunked_lm_loss` with its output projection (under FSDP or
     DeepSpeed, whose sharded projection cannot be called outside the model's forward, the logits
     are formed and passed instead). Pretraining: cross-entropy. Distillation: from the frozen
-    teachers run on the same inputs (in the compute dtype unless ``distill.teacher_precision``
-    says otherwise), or, with ``distill.teacher_cache``, from the sampled targets of that cache
-    (checked against ``teacher_dirs`` and ``train_tokens``, the training array).
+    teachers run on the same inputs (in :func:`~babyllama.teachers.teacher_dtype`), or, with
+    ``distill.teacher_cache``, from the sampled targets of that cache (checked against
+    ``teacher_dirs`` and ``train_tokens``, the training array).
     """
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     no_logits = torch.zeros(0, dtype=torch.long, device=accelerator.device)
@@ -145,18 +151,15 @@ def build_loss(stage: StageConfig, teacher_dirs: list[Path], tokenizer, vocab_si
             return distill(*student(model, input_ids), labels, cache.targets(starts, accelerator.device))
 
         return StageLoss(cached_loss, cache.offsets)
-    if d.teacher_precision != "same":
-        dtype = DTYPES[d.teacher_precision]
-    else:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
-    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size, dtype, accelerator.device,
+    teachers = load_teachers(teacher_dirs, tokenizer, vocab_size,
+                             teacher_dtype(d.teacher_precision, accelerator.mixed_precision), accelerator.device,
                              seq_length=stage.train.seq_length)
 
     def online_loss(model, input_ids, labels, starts):
         features, weight = student(model, input_ids)
         return distill(features, weight, labels, ensemble_targets(teachers, input_ids))
 
-    return StageLoss(online_loss)
+    return StageLoss(online_loss, teachers=tuple(teachers))
 
 
 def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_dir: str | Path,
@@ -196,13 +199,20 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     forward = torch.compile(model) if t.compile else model
 
     loss_fn = build_loss(stage, teacher_dirs, tokenizer, config.vocab_size, accelerator, data.train.tokens)
+    # students are validated against their teachers too (val_kd, val_distill_loss; train.select_on)
+    val_teachers = list(loss_fn.teachers)
+    if stage.kind == "distill" and not val_teachers:
+        val_teachers = load_teachers(teacher_dirs, tokenizer, config.vocab_size,
+                                     teacher_dtype(stage.distill.teacher_precision, accelerator.mixed_precision),
+                                     accelerator.device, seq_length=t.seq_length)
+    select_key = "distill_loss" if t.select_on == "val_distill_loss" else "loss"
 
     # ---- files and resume state
     ckpt_root = out_dir / "checkpoints"
     best_dir = ckpt_root / "best"
     log_path = out_dir / "metrics.jsonl"
     chash = config_hash({"stage": stage, "vocab": config.vocab_size, "tokens": len(data.train)})
-    state = {"step": 0, "tokens": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
+    state = {"step": 0, "tokens": 0, "words": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0,
              "config_hash": chash}
     resume_from = checkpoints.latest(ckpt_root)
     if resume_from is not None and checkpoints.read_state(resume_from).get("config_hash") != chash:
@@ -222,6 +232,7 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
         if main:
             append_jsonl(log_path, {"event": "resume", "step": state["step"], "tokens": state["tokens"],
+                                    "words_seen": state["words"],
                                     "checkpoint": str(resume_from), "time_s": state["train_time_s"]})
     elif main:
         ensure_writable(out_dir)
@@ -229,6 +240,16 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             log_path.unlink()
     if main:
         atomic_write_text(out_dir / "resolved_config.yaml", dump_yaml(stage))
+
+    def save_current_weights(folder: Path | None) -> None:
+        weights = accelerator.get_state_dict(model)  # collective under FSDP / ZeRO-3
+        if folder is not None:
+            accelerator.unwrap_model(model).save_pretrained(folder, state_dict=weights)
+
+    word_saver = WordCheckpointSaver(out_dir, t.word_checkpoints if data.train.word_starts is not None else [],
+                                     tokenizer, dump_yaml(stage), save_current_weights, main, log_path)
+    word_saver.start(fresh=resume_from is None, words_seen=state["words"])
+    accelerator.wait_for_everyone()
 
     micro = t.batch_size // (t.grad_accum * world)
     tokens_per_step = t.batch_size * t.seq_length
@@ -241,10 +262,16 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     autocast = accelerator.autocast
     epoch_starts: tuple[int, np.ndarray] | None = None
 
-    def evaluate(split: TokenSplit, net) -> dict:
+    def evaluate(split: TokenSplit, net, with_teachers: bool = False) -> dict:
+        common = dict(rank=accelerator.process_index, world_size=world,
+                      reduce=lambda x: accelerator.reduce(x, reduction="sum"), autocast=autocast)
+        if with_teachers and val_teachers:
+            d = stage.distill
+            return evaluate_distill_loss(net, val_teachers, split, t.seq_length, t.eval_batch_size,
+                                         tokenizer.pad_token_id, accelerator.device, d.alpha, d.temperature,
+                                         d.reduction, **common)
         return evaluate_loss(net, split, t.seq_length, t.eval_batch_size, tokenizer.pad_token_id,
-                             accelerator.device, accelerator.process_index, world,
-                             reduce=lambda x: accelerator.reduce(x, reduction="sum"), autocast=autocast)
+                             accelerator.device, **common)
 
     def checkpoint() -> Path | None:
         accelerator.wait_for_everyone()
@@ -272,7 +299,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             step = state["step"]
             epoch, index = divmod(step, steps_per_epoch)
             if epoch_starts is None or epoch_starts[0] != epoch:
-                epoch_starts = (epoch, loss_fn.epoch_starts(len(data.train), t.seq_length, t.seed, epoch))
+                epoch_starts = (epoch, loss_fn.epoch_starts(len(data.train), t.seq_length, t.seed, epoch,
+                                                            t.chunk_sampling))
             batch = epoch_starts[1][index * t.batch_size:(index + 1) * t.batch_size]
             mine = batch[accelerator.process_index * micro * t.grad_accum:(accelerator.process_index + 1) * micro * t.grad_accum]
             for m in range(t.grad_accum):
@@ -294,6 +322,10 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
             optimizer.zero_grad(set_to_none=True)
             state["step"] = step = step + 1
             state["tokens"] += tokens_per_step
+            if data.train.word_starts is not None:
+                state["words"] += chunk_words(data.train.word_starts, batch, t.seq_length)
+                for folder in word_saver.after_step(state["words"], state["tokens"], step):
+                    bar.message(f"{name}: {state['words']:,} words seen, saved {folder}")
             log_count += 1
             stop_now = stop_requested(signalled)
 
@@ -304,7 +336,8 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                                     f"checkpoint is kept in {ckpt_root}")
                 elapsed = time.perf_counter() - log_start
                 record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                          "tokens": state["tokens"], "loss": sums[0].item(), "ce": sums[1].item()}
+                          "tokens": state["tokens"], "words_seen": state["words"], "loss": sums[0].item(),
+                          "ce": sums[1].item()}
                 if stage.kind == "distill":
                     record["kd"] = sums[2].item()
                 record.update(lr=scheduler.get_last_lr()[0], grad_norm=sums[3].item(),
@@ -321,21 +354,24 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
                 or step == total_steps
             if do_eval:
                 state["train_time_s"] += time.perf_counter() - step_start
-                result = evaluate(data.valid, model)
-                best = result["loss"] < state["best_val"]
+                result = evaluate(data.valid, model, with_teachers=True)
+                best = result[select_key] < state["best_val"]
                 if not math.isfinite(result["loss"]):
                     raise UserError(f"models.{name}: validation loss is {result['loss']} at step {step}; "
                                     f"the last good checkpoint is kept in {ckpt_root}")
                 if best:
-                    state["best_val"], state["best_step"] = result["loss"], step
+                    state["best_val"], state["best_step"] = result[select_key], step
                     weights = accelerator.get_state_dict(model)  # gathers shards under FSDP / ZeRO-3
                     if main:
                         with atomic_path(best_dir) as tmp:
                             accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=weights)
                 if main:
-                    append_jsonl(log_path, {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
-                                            "tokens": state["tokens"], "val_loss": result["loss"],
-                                            "val_bpb": result["bpb"], "best": best, "time_s": state["train_time_s"]})
+                    record = {"event": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                              "tokens": state["tokens"], "words_seen": state["words"],
+                              "val_loss": result["loss"], "val_bpb": result["bpb"]}
+                    if "kd" in result:
+                        record.update(val_kd=result["kd"], val_distill_loss=result["distill_loss"])
+                    append_jsonl(log_path, {**record, "best": best, "time_s": state["train_time_s"]})
                 bar.message(f"{name}: step {step} val_loss {result['loss']:.4f} bpb {result['bpb']:.4f}"
                             + (" (best)" if best else ""))
                 checkpoint()
@@ -356,12 +392,14 @@ def train_stage(name: str, stage: StageConfig, tokenizer, data: TrainData, out_d
     # ---- final model: best weights, scored on valid and test
     accelerator.wait_for_everyone()
     best_model = type(accelerator.unwrap_model(model)).from_pretrained(best_dir).to(accelerator.device)
-    valid = evaluate(data.valid, best_model)
+    valid = evaluate(data.valid, best_model, with_teachers=True)
     test = evaluate(data.test, best_model) if data.test is not None and len(data.test) > 1 else None
     metrics = {"name": name, "kind": stage.kind, "teachers": [str(x) for x in stage.teachers],
-               "parameters": n_params, "tokens_seen": state["tokens"], "steps": state["step"],
+               "parameters": n_params, "tokens_seen": state["tokens"],
+               "words_seen": state["words"] if data.train.word_starts is not None else None, "steps": state["step"],
                "best_step": state["best_step"], "stopped_early": stopped,
                "val_loss": valid["loss"], "val_bpb": valid["bpb"],
+               **({"val_kd": valid["kd"], "val_distill_loss": valid["distill_loss"]} if "kd" in valid else {}),
                "test_loss": test["loss"] if test else None, "test_bpb": test["bpb"] if test else None,
                "wall_time_s": state["train_time_s"],
                "tokens_per_s": state["tokens"] / state["train_time_s"] if state["train_time_s"] else None}

@@ -10,7 +10,9 @@ and ``dev/``). Preparing it cleans each file with its source's rules, then write
   no ``*.dev``,
 - ``prepare.json``: lines, words and bytes per source and split.
 
-Blank lines are dropped after cleaning; the split counts the remaining lines.
+Blank (whitespace-only) lines are dropped after cleaning and the split counts the remaining
+lines; with ``keep_blank_lines`` they are kept, in the split count and in the written files, as
+the authors' ``split_dataset.ipynb`` does (docs/reproduction.md).
 """
 
 from __future__ import annotations
@@ -69,15 +71,16 @@ def read_text(path: Path) -> str:
         raise UserError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
 
 
-def clean_lines(source: str, text: str, clean: bool) -> list[str]:
-    """The non-blank lines of ``text`` after the source's cleaning rules."""
+def clean_lines(source: str, text: str, clean: bool, keep_blank: bool = False) -> list[str]:
+    """The lines of ``text`` after the source's cleaning rules, blank ones dropped unless ``keep_blank``."""
     if clean:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             text = clean_text(source, text)
         for w in caught:
             print(f"warning: {w.message}")
-    return [line for line in text.splitlines() if line.strip()]
+    lines = text.splitlines()
+    return lines if keep_blank else [line for line in lines if line.strip()]
 
 
 def prepare_corpus(config: CorpusConfig, out_dir: str | Path) -> dict:
@@ -99,8 +102,8 @@ def prepare_corpus(config: CorpusConfig, out_dir: str | Path) -> dict:
     files = discover(source_dir)
     splits: dict[str, dict[str, list[str]]] = defaultdict(dict)
     for source, path in files["train"].items():
-        lines = clean_lines(source, read_text(path), config.clean)
-        if not lines:
+        lines = clean_lines(source, read_text(path), config.clean, config.keep_blank_lines)
+        if not any(line.strip() for line in lines):
             raise UserError(f"{path}: no text left after cleaning (empty or blank lines only)")
         n_valid = max(1, round(len(lines) * config.valid_fraction))
         if n_valid >= len(lines):
@@ -110,10 +113,11 @@ def prepare_corpus(config: CorpusConfig, out_dir: str | Path) -> dict:
         splits["valid"][source] = lines[-n_valid:]
     test_files = files["dev"] or files["test"]
     for source, path in test_files.items():
-        lines = clean_lines(source, read_text(path), config.clean)
-        if lines:
+        lines = clean_lines(source, read_text(path), config.clean, config.keep_blank_lines)
+        if any(line.strip() for line in lines):
             splits["test"][source] = lines
     stats: dict = {"corpus": str(source_dir), "clean": config.clean, "valid_fraction": config.valid_fraction,
+                   "keep_blank_lines": config.keep_blank_lines,
                    "test_from": "dev" if files["dev"] else ("test" if files["test"] else None), "splits": {}}
     with atomic_path(out_dir) as tmp:
         for split, sources in splits.items():
@@ -143,3 +147,14 @@ def iter_lines(files: list[Path]):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 yield line.rstrip("\n")
+
+
+def whole_file_lines(prepared_dir: str | Path):
+    """Yield every line of each cleaned training file, newline kept: a source's ``train`` lines
+    then its ``valid`` lines, which together are the whole cleaned file (tokenizer training on
+    ``whole_train_files``, as the authors' ``tokenizer.train(paths)`` reads its files)."""
+    prepared_dir = Path(prepared_dir)
+    for path in split_files(prepared_dir, "train"):
+        for part in (path, prepared_dir / "valid" / path.name):
+            with open(part, encoding="utf-8") as f:
+                yield from f
