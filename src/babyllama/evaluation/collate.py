@@ -66,11 +66,11 @@ def check_sizes(label: str, predictions: dict, expected: dict[str, int] | int, p
             continue
         have[key.lower()] = len(rows)
     wanted = expected if isinstance(expected, dict) else {key.lower(): expected for key in predictions}
-    for key, n in wanted.items():
-        if key not in have:
-            problems.append(f"{label}/{key} missing (expected {n} items)")
-        elif have[key] != n:
-            problems.append(f"{label}/{key} has {have[key]} items, expected {n}")
+    wrong = [f"{key} missing (expected {n} items)" if key not in have else f"{key} has {have[key]} items, expected {n}"
+             for key, n in wanted.items() if have.get(key) != n]
+    if wrong:
+        more = f", and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        problems.append(f"{label}: {len(wrong)} of {len(wanted)} subsets wrong ({', '.join(wrong[:3])}{more})")
 
 
 def collate(model_dir: Path, partial: bool = False) -> dict:
