@@ -36,7 +36,8 @@ def test_experiment_runs_all_stages_and_rerun_skips_them(tmp_path, corpus_dir, c
 
 
 def test_demo_end_to_end_prints_the_comparison(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), *DEMO_SMALL]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), *DEMO_SMALL,
+                 "--set", "train.word_checkpoints=[1000]"]) == 0
     out = capsys.readouterr().out
     for name in ("teacher1", "teacher2", "baseline", "student"):
         assert name in out
@@ -45,6 +46,13 @@ def test_demo_end_to_end_prints_the_comparison(tmp_path, capsys):
     assert (tmp_path / "demo/report/report.md").is_file()
     results = json.loads((tmp_path / "demo/student/zero_shot/results.json").read_text())
     assert len(results["tasks"]["builtin_pairs"]["subtasks"]) >= 6
+    # the demo scores its word-count checkpoints too, and the report draws the learning curves
+    summary = json.loads((tmp_path / "demo/student/fast_eval/summary.json").read_text())
+    rows = summary["checkpoints"]
+    assert [r["name"] for r in rows] == ["chck_1K", "final"]
+    assert 1000 <= rows[0]["words"] < rows[1]["words"]
+    assert all(0.0 <= r["scores"]["builtin_pairs"] <= 1.0 for r in rows)
+    assert (tmp_path / "demo/report/learning_curves.png").is_file()
 
 
 def test_a_model_may_name_its_own_corpus_and_shares_the_tokenizer(tmp_path, corpus_dir):

@@ -267,11 +267,16 @@ class StageConfig:
 
 @dataclass
 class ZeroShotConfig:
-    """Zero-shot tasks: name -> folder (``builtin`` generates the built-in corpus's pairs)."""
+    """Zero-shot tasks: name -> folder (``builtin`` generates the built-in corpus's pairs).
+
+    ``checkpoints``: also score the tasks on every word-count checkpoint of each model
+    (``MODEL/fast_eval/``, as ``evaluate fast`` does), which the report draws as learning curves.
+    """
 
     tasks: dict[str, str] = field(default_factory=lambda: {"builtin_pairs": "builtin"})
     batch_size: int = 64
     pairs_per_phenomenon: int = 200
+    checkpoints: bool = False
 
 
 @dataclass

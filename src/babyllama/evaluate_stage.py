@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import ExperimentConfig, config_hash, to_dict
 from .io import atomic_path, atomic_write_json
+from .word_checkpoints import list_word_checkpoints
 
 
 def _builtin_pairs(run_dir: Path, pairs_per_phenomenon: int) -> Path:
@@ -55,6 +56,11 @@ def evaluate_models(config: ExperimentConfig, names: list[str], overwrite: bool 
                 zero = evaluate_zero_shot(model_dir, tasks, out, batch_size=zs.batch_size, progress=progress)
                 metrics["zero_shot"] = zero["summary"]
                 metrics["zero_shot_settings"] = settings
+            if zs.checkpoints and list_word_checkpoints(model_dir):
+                from .evaluation.fast_eval import score_checkpoints
+
+                print(f"[babyllama] {name}: zero-shot on the word-count checkpoints", flush=True)
+                score_checkpoints(model_dir, tasks, batch_size=zs.batch_size, progress=progress, overwrite=overwrite)
         if glue and glue.data:
             from .evaluation.glue import evaluate_glue, glue_summary
 

@@ -85,32 +85,43 @@ def evaluate_fast(path: Path, data: Path, batch_size: int = 64, dtype: str = "fl
     unless ``overwrite``.
     """
     tasks, skipped = fast_tasks(Path(data))
-    summaries = {}
-    for model_dir in model_dirs(Path(path)):
-        rows = []
-        for name, words, folder in checkpoints(model_dir):
-            out = model_dir / "fast_eval" / name
-            started = time.perf_counter()
-            results = _cached(out, tasks) if not overwrite else None
-            if results is None:
-                results = evaluate_zero_shot(folder, tasks, out, batch_size=batch_size, dtype=dtype, device=device,
-                                             progress=progress)
-            rows.append({"name": name, "words": words, "folder": str(folder), "scores": results["summary"],
-                         "fast_metric": {t: e["fast_metric"] for t, e in results["tasks"].items()},
-                         "scoring_time_s": results["scoring_time_s"], "wall_time_s": time.perf_counter() - started})
-            if progress:
-                scores = ", ".join(f"{t} {v:.3f}" for t, v in results["summary"].items())
-                print(f"{model_dir.name}/{name}: {scores}")
-        summary = {"model": str(model_dir), "data": str(data), "tasks": {t: str(f) for t, f in tasks.items()},
-                   "skipped": skipped, "checkpoints": rows,
-                   "settings": {"scores": "as evaluate zero-shot (2025 rules, see each results.json settings.rules); "
-                                "accuracies are fractions, wug tasks Spearman's rho",
-                                "fast_metric": "per subset, what the 2025 pipeline's collate reports per checkpoint "
-                                "(fractions; raw rho for wug)",
-                                "batch_size": batch_size, "dtype": dtype}}
-        atomic_write_json(model_dir / "fast_eval" / "summary.json", summary)
-        summaries[model_dir] = summary
-    return summaries
+    return {model_dir: score_checkpoints(model_dir, tasks, skipped, str(data), batch_size, dtype, device,
+                                         progress, overwrite)
+            for model_dir in model_dirs(Path(path))}
+
+
+def score_checkpoints(model_dir: Path, tasks: dict[str, Path], skipped: dict[str, str] | None = None,
+                      data: str = "", batch_size: int = 64, dtype: str = "float32", device: str | None = None,
+                      progress: bool = True, overwrite: bool = False) -> dict:
+    """Score ``tasks`` ({name: folder}, any registry tasks) on every word-count checkpoint of one
+    model and on the final model; writes and returns ``MODEL/fast_eval/summary.json``.
+
+    ``evaluate fast`` calls it with the fast sets; a run calls it with the experiment's zero-shot
+    tasks when ``evaluation.zero_shot.checkpoints`` is on (the report's learning curves).
+    """
+    rows = []
+    for name, words, folder in checkpoints(model_dir):
+        out = model_dir / "fast_eval" / name
+        started = time.perf_counter()
+        results = _cached(out, tasks) if not overwrite else None
+        if results is None:
+            results = evaluate_zero_shot(folder, tasks, out, batch_size=batch_size, dtype=dtype, device=device,
+                                         progress=progress)
+        rows.append({"name": name, "words": words, "folder": str(folder), "scores": results["summary"],
+                     "fast_metric": {t: e["fast_metric"] for t, e in results["tasks"].items() if "fast_metric" in e},
+                     "scoring_time_s": results["scoring_time_s"], "wall_time_s": time.perf_counter() - started})
+        if progress:
+            scores = ", ".join(f"{t} {v:.3f}" for t, v in results["summary"].items())
+            print(f"{model_dir.name}/{name}: {scores}")
+    summary = {"model": str(model_dir), "data": data, "tasks": {t: str(f) for t, f in tasks.items()},
+               "skipped": skipped or {}, "checkpoints": rows,
+               "settings": {"scores": "as evaluate zero-shot (2025 rules, see each results.json settings.rules); "
+                            "accuracies are fractions, wug tasks Spearman's rho",
+                            "fast_metric": "per subset, what the 2025 pipeline's collate reports per checkpoint "
+                            "(fractions; raw rho for wug)",
+                            "batch_size": batch_size, "dtype": dtype}}
+    atomic_write_json(model_dir / "fast_eval" / "summary.json", summary)
+    return summary
 
 
 def _cached(out: Path, tasks: dict[str, Path]) -> dict | None:
