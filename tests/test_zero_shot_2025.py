@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 import shutil
@@ -242,6 +243,9 @@ def staged(tmp_path_factory):
     subsample(root / "ewok_fast", out / "ewok_fast", 3)
     subsample(root / "entity_tracking_fast", out / "entity_tracking_fast", 2, numops=True)
     subsample(root / "wug_adj_nominalization", out / "wug_adj_nominalization", 20)
+    (out / "reading").mkdir()  # the first 300 rows: enough for the OLS fits
+    with gzip.open(root / "reading" / "reading_data.csv.gz", "rt", encoding="utf-8") as f:
+        (out / "reading" / "reading_data.csv").write_text("".join(itertools.islice(f, 301)), encoding="utf-8")
     return out
 
 
@@ -286,6 +290,11 @@ def test_evaluate_fast_checkpoints_and_collate(tmp_path, staged, capsys):
     # The same weights everywhere: the same scores at every checkpoint.
     assert summary["checkpoints"][0]["scores"] == summary["checkpoints"][2]["scores"]
     assert (model / "fast_eval" / "chck_2M" / "results.json").is_file()
+    # reading is scored on every checkpoint too, in the pipeline's per-checkpoint form (fractions)
+    reading = [row["fast_metric"]["reading"] for row in summary["checkpoints"]]
+    assert reading[0] == reading[2] and set(reading[0]) == {"spr", "rt"}
+    assert all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in reading[0].values())
+    assert (model / "fast_eval" / "chck_1M" / "reading" / "predictions.json").is_file()
     assert (model / "fast_eval" / "summary.json").is_file()
 
     with pytest.raises(UserError) as err:

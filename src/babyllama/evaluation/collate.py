@@ -9,9 +9,8 @@ chck_10M..chck_100M (strict-small) of the per-subset fast metrics. Where each pa
   ``blimp_2025``, ``supplement_2025``, ``ewok_2025``, ``entity_tracking``, ``wug_adj``, ``wug_past``, ``comps``);
 - reading: ``MODEL/reading/predictions.json``; AoA: ``MODEL/aoa/surprisal.json``;
 - GLUE: ``MODEL/glue_2025/predictions.json`` (``{task: {"predictions": [...]}}``, the 7 tasks);
-- fast: ``MODEL/fast_eval/summary.json`` and each checkpoint's ``predictions/`` (``evaluate fast``);
-  the per-checkpoint reading metrics are taken from the same summary once a ``reading`` task is in
-  the registry's fast set (until then they are reported missing).
+- fast: ``MODEL/fast_eval/summary.json`` and each checkpoint's ``predictions/`` (``evaluate fast``),
+  the per-checkpoint reading metrics ``{"spr", "rt"}`` included.
 
 Every subset's item count is checked against the pipeline's expected sizes (``collate_preds.py``;
 keys compared lower-cased as it does). Anything missing or of the wrong size is an error naming

@@ -2,8 +2,9 @@
 
 For a model directory (or every model directory of a run folder) the fast tasks of the registry
 (``blimp_fast``, ``supplement_fast``, ``ewok_fast``, ``entity_tracking_fast``, ``wug_adj``,
-``wug_past``) are scored on each ``word_checkpoints/chck_{N}M`` folder and on the final model,
-with the same rules as ``evaluate zero-shot``. A fast task whose data folder is not under
+``wug_past``) and, when ``--data`` has a ``reading`` folder, the reading task are scored on each
+``word_checkpoints/chck_{N}M`` folder and on the final model, with the same rules as
+``evaluate zero-shot`` and ``evaluate reading``. A fast task whose data folder is not under
 ``--data`` (``wug_past``: not bundled) is skipped and listed. Output per model:
 
 - ``MODEL/fast_eval/<chck_NM | final>/results.json`` (as ``evaluate zero-shot`` writes it) and
@@ -25,6 +26,8 @@ from babyllama.io import atomic_write_json
 from babyllama.word_checkpoints import list_word_checkpoints
 
 FINAL = "final"
+#: The reading data's folder under ``--data`` (scored on every checkpoint when present).
+READING_DIR = "reading"
 
 
 def fast_tasks(data: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -85,16 +88,28 @@ def evaluate_fast(path: Path, data: Path, batch_size: int = 64, dtype: str = "fl
     unless ``overwrite``.
     """
     tasks, skipped = fast_tasks(Path(data))
+    reading = Path(data) / READING_DIR
+    if reading.is_dir():
+        from babyllama.evaluation.reading import find_reading_file
+
+        find_reading_file(reading)  # a broken reading folder fails here, before any scoring
+    else:
+        skipped["reading"] = f"no folder {reading}"
+        reading = None
     return {model_dir: score_checkpoints(model_dir, tasks, skipped, str(data), batch_size, dtype, device,
-                                         progress, overwrite)
+                                         progress, overwrite, reading)
             for model_dir in model_dirs(Path(path))}
 
 
 def score_checkpoints(model_dir: Path, tasks: dict[str, Path], skipped: dict[str, str] | None = None,
                       data: str = "", batch_size: int = 64, dtype: str = "float32", device: str | None = None,
-                      progress: bool = True, overwrite: bool = False) -> dict:
+                      progress: bool = True, overwrite: bool = False, reading: Path | None = None) -> dict:
     """Score ``tasks`` ({name: folder}, any registry tasks) on every word-count checkpoint of one
     model and on the final model; writes and returns ``MODEL/fast_eval/summary.json``.
+
+    ``reading``: the reading data folder, scored too on each checkpoint (``evaluate reading``; its
+    per-checkpoint metric is the pipeline's ``{"spr", "rt"}``: the self-paced-reading and
+    eye-tracking relative R^2 gains as fractions).
 
     ``evaluate fast`` calls it with the fast sets; a run calls it with the experiment's zero-shot
     tasks when ``evaluation.zero_shot.checkpoints`` is on (the report's learning curves).
@@ -107,9 +122,15 @@ def score_checkpoints(model_dir: Path, tasks: dict[str, Path], skipped: dict[str
         if results is None:
             results = evaluate_zero_shot(folder, tasks, out, batch_size=batch_size, dtype=dtype, device=device,
                                          progress=progress)
-        rows.append({"name": name, "words": words, "folder": str(folder), "scores": results["summary"],
-                     "fast_metric": {t: e["fast_metric"] for t, e in results["tasks"].items() if "fast_metric" in e},
-                     "scoring_time_s": results["scoring_time_s"], "wall_time_s": time.perf_counter() - started})
+        row = {"name": name, "words": words, "folder": str(folder), "scores": dict(results["summary"]),
+               "fast_metric": {t: e["fast_metric"] for t, e in results["tasks"].items() if "fast_metric" in e},
+               "scoring_time_s": results["scoring_time_s"]}
+        if reading is not None:
+            read = _reading(folder, reading, out / READING_DIR, batch_size, dtype, device, overwrite)
+            row["scores"].update(reading_eye_tracking=read["eye_tracking"] / 100,
+                                 reading_self_paced=read["self_paced_reading"] / 100)
+            row["fast_metric"]["reading"] = {"spr": read["self_paced_reading"] / 100, "rt": read["eye_tracking"] / 100}
+        rows.append({**row, "wall_time_s": time.perf_counter() - started})
         if progress:
             scores = ", ".join(f"{t} {v:.3f}" for t, v in results["summary"].items())
             print(f"{model_dir.name}/{name}: {scores}")
@@ -122,6 +143,24 @@ def score_checkpoints(model_dir: Path, tasks: dict[str, Path], skipped: dict[str
                             "batch_size": batch_size, "dtype": dtype}}
     atomic_write_json(model_dir / "fast_eval" / "summary.json", summary)
     return summary
+
+
+def _reading(folder: Path, data: Path, out: Path, batch_size: int, dtype: str, device: str | None,
+             overwrite: bool) -> dict:
+    """One checkpoint's reading results (``evaluate reading``), reused when already written for ``data``."""
+    import json
+
+    from babyllama.evaluation.reading import evaluate_reading, find_reading_file
+
+    path = out / "results.json"
+    if path.is_file() and not overwrite:
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+            if results.get("data") == str(find_reading_file(data)):
+                return results
+        except (OSError, ValueError):
+            pass
+    return evaluate_reading(folder, data, out, batch_size=batch_size, dtype=dtype, device=device, progress=False)
 
 
 def _cached(out: Path, tasks: dict[str, Path]) -> dict | None:
