@@ -66,17 +66,11 @@ class Subtask:
 
 def task_files(task: str, folder: str | Path) -> list[Path]:
     """The sorted ``*.jsonl`` / ``*.jsonl.gz`` files of ``folder`` (or ``folder`` itself if a file)."""
-    folder = Path(folder)
+    from babyllama.evaluation.tasks.ranking_2025 import jsonl_files
+
     if task not in TASK_FORMATS:
         raise UserError(f"unknown zero-shot task {task!r}; expected one of: {', '.join(TASK_FORMATS)}")
-    if folder.is_file():
-        return [folder]
-    if not folder.is_dir():
-        raise UserError(f"{folder}: data folder for task {task!r} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz")))
-    if not files:
-        raise UserError(f"{folder}: no .jsonl or .jsonl.gz files for task {task!r}")
-    return files
+    return jsonl_files(task, folder)
 
 
 def subtask_name(path: Path) -> str:
