@@ -17,7 +17,9 @@ from babyllama.report_plots import _png
 
 TITLES = {"blimp_fast": "BLiMP (fast)", "supplement_fast": "BLiMP supplement (fast)", "ewok_fast": "EWoK (fast)",
           "entity_tracking_fast": "Entity tracking (fast)", "wug_adj": "WUG adjectives (rho)",
-          "wug_past": "WUG past tense (rho)"}
+          "wug_past": "WUG past tense (rho)", "builtin_pairs": "Built-in minimal pairs",
+          "reading_eye_tracking": "Reading: eye tracking (R^2 gain)",
+          "reading_self_paced": "Reading: self-paced (R^2 gain)"}
 
 
 def load_curves(model_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -75,5 +77,6 @@ def curves_section(models, colours: dict[str, tuple], files: dict[str, bytes]) -
         return ["## Learning curves", "", "No fast-eval results (run `babyllama evaluate fast RUN_DIR --data DIR`).", ""]
     files["learning_curves.png"] = png
     return ["## Learning curves", "",
-            "Fast-eval scores (2025 fast sets) at each word-count checkpoint against words seen; accuracies are "
-            "fractions, WUG panels Spearman's rho.", "", "![learning curves](learning_curves.png)", ""]
+            "Zero-shot scores at each word-count checkpoint against words seen (the 2025 fast sets after "
+            "`babyllama evaluate fast`; the experiment's own tasks with `evaluation.zero_shot.checkpoints`); "
+            "accuracies are fractions, WUG panels Spearman's rho.", "", "![learning curves](learning_curves.png)", ""]
