@@ -52,6 +52,8 @@ def test_demo_end_to_end_prints_the_comparison(tmp_path, capsys):
     assert [r["name"] for r in rows] == ["chck_1K", "final"]
     assert 1000 <= rows[0]["words"] < rows[1]["words"]
     assert all(0.0 <= r["scores"]["builtin_pairs"] <= 1.0 for r in rows)
+    assert rows[-1]["scores"] == metrics["zero_shot"]  # the final model is read from zero_shot/, not scored again
+    assert not (tmp_path / "demo/student/fast_eval/final").exists()
     assert (tmp_path / "demo/report/learning_curves.png").is_file()
 
 

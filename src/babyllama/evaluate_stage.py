@@ -60,7 +60,8 @@ def evaluate_models(config: ExperimentConfig, names: list[str], overwrite: bool 
                 from .evaluation.fast_eval import score_checkpoints
 
                 print(f"[babyllama] {name}: zero-shot on the word-count checkpoints", flush=True)
-                score_checkpoints(model_dir, tasks, batch_size=zs.batch_size, progress=progress, overwrite=overwrite)
+                score_checkpoints(model_dir, tasks, batch_size=zs.batch_size, progress=progress, overwrite=overwrite,
+                                  final_results=out)
         if glue and glue.data:
             from .evaluation.glue import evaluate_glue, glue_summary
 

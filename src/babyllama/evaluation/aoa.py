@@ -33,7 +33,6 @@ instead of the pipeline's batch of one.
 from __future__ import annotations
 
 import argparse
-import textwrap
 import gzip
 import json
 import math
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from babyllama.errors import UserError
+from babyllama.evaluation.cli_options import add_scoring_options, wrapped
 from babyllama.evaluation.next_token import Query, next_token_logprobs
 from babyllama.io import atomic_write_json
 from babyllama.word_checkpoints import WORD_CHECKPOINTS_DIR, list_word_checkpoints
@@ -360,13 +360,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``aoa`` subcommand to ``subparsers`` (under ``babyllama evaluate``)."""
-    from babyllama.evaluation.zero_shot import DTYPES
-
     parser = subparsers.add_parser(
         "aoa",
         help="BabyLM 2025 age of acquisition: word surprisal over the word-count checkpoints",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="\n".join(textwrap.fill(line, 100, break_on_hyphens=False) for line in (
+        description=wrapped(
             "Surprisal of the CDI words in their contexts at every word-count checkpoint "
             "(MODEL_DIR/word_checkpoints/chck_{N}M) of a model, or of every model of a run folder, then the 2025 "
             "pipeline's AoA fits.\n\n"
@@ -380,7 +378,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "between model and child AoA (0 with fewer than 3 words), printed as r. Without the table (not bundled "
             "with the 2025 data) only the model AoAs are written.\n\n"
             "Writes OUT/surprisal.json (the pipeline's file) and OUT/results.json (default OUT: MODEL_DIR/aoa)."
-        ).split("\n")),
+        ),
     )
     parser.add_argument("model_or_run", metavar="MODEL_OR_RUN",
                         help="a model folder with word_checkpoints/, or a run folder whose model folders have them")
@@ -390,9 +388,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="Wordbank CDI table cdi_human.csv (columns word, 16..30): children's production proportions")
     parser.add_argument("--min-context", type=int, default=0, help="keep words with at least this many contexts (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="output folder for one model (default: MODEL_DIR/aoa)")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default: float32)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_scoring_options(parser)
     parser.set_defaults(func=_run)
     return parser

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from babyllama.errors import UserError
 from babyllama.evaluation import tasks as registry
-from babyllama.evaluation.zero_shot import DTYPES, evaluate_zero_shot
+from babyllama.evaluation.cli_options import add_scoring_options
+from babyllama.evaluation.zero_shot import evaluate_zero_shot
 from babyllama.io import atomic_write_json
 from babyllama.word_checkpoints import list_word_checkpoints
 
@@ -103,13 +104,17 @@ def evaluate_fast(path: Path, data: Path, batch_size: int = 64, dtype: str = "fl
 
 def score_checkpoints(model_dir: Path, tasks: dict[str, Path], skipped: dict[str, str] | None = None,
                       data: str = "", batch_size: int = 64, dtype: str = "float32", device: str | None = None,
-                      progress: bool = True, overwrite: bool = False, reading: Path | None = None) -> dict:
+                      progress: bool = True, overwrite: bool = False, reading: Path | None = None,
+                      final_results: Path | None = None) -> dict:
     """Score ``tasks`` ({name: folder}, any registry tasks) on every word-count checkpoint of one
     model and on the final model; writes and returns ``MODEL/fast_eval/summary.json``.
 
     ``reading``: the reading data folder, scored too on each checkpoint (``evaluate reading``; its
     per-checkpoint metric is the pipeline's ``{"spr", "rt"}``: the self-paced-reading and
     eye-tracking relative R^2 gains as fractions).
+
+    ``final_results``: a folder already holding the final model's ``results.json`` for ``tasks``
+    (a run's ``MODEL/zero_shot``); it is read instead of scoring the final model a second time.
 
     ``evaluate fast`` calls it with the fast sets; a run calls it with the experiment's zero-shot
     tasks when ``evaluation.zero_shot.checkpoints`` is on (the report's learning curves).
@@ -118,7 +123,11 @@ def score_checkpoints(model_dir: Path, tasks: dict[str, Path], skipped: dict[str
     for name, words, folder in checkpoints(model_dir):
         out = model_dir / "fast_eval" / name
         started = time.perf_counter()
-        results = _cached(out, tasks) if not overwrite else None
+        results = None
+        if name == FINAL and final_results is not None:
+            results = _cached(final_results, tasks)
+        if results is None and not overwrite:
+            results = _cached(out, tasks)
         if results is None:
             results = evaluate_zero_shot(folder, tasks, out, batch_size=batch_size, dtype=dtype, device=device,
                                          progress=progress)
@@ -202,10 +211,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="the 2025 evaluation data folder holding blimp_fast/, supplement_fast/, ewok_fast/, "
                         "entity_tracking_fast/, wug_adj_nominalization/ and (if you have it) wug_past_tense/")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default: float32)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_scoring_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="score again checkpoints that already have results")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=_run)
     return parser

@@ -31,7 +31,6 @@ that occur twice (a row's previous word is another row's word) are scored once.
 from __future__ import annotations
 
 import argparse
-import textwrap
 import math
 import platform
 import time
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from babyllama.errors import UserError
+from babyllama.evaluation.cli_options import add_scoring_options, wrapped
 from babyllama.evaluation.next_token import Query, forward_passes, next_token_logprobs
 from babyllama.io import atomic_write_json
 
@@ -254,13 +254,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``reading`` subcommand to ``subparsers`` (under ``babyllama evaluate``)."""
-    from babyllama.evaluation.zero_shot import DTYPES
-
     parser = subparsers.add_parser(
         "reading",
         help="BabyLM 2025 reading task: surprisal vs eye-tracking and self-paced reading times",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="\n".join(textwrap.fill(line, 100, break_on_hyphens=False) for line in (
+        description=wrapped(
             "Score a causal LM directory on the BabyLM 2025 reading task exactly as the 2025 pipeline's causal "
             "scorer does, in fewer forward passes.\n\n"
             "Surprisal = -ln p(word | context) in nats, the product over the word's sub-tokens as the pipeline builds "
@@ -276,15 +274,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Writes OUT/results.json (scores, per-measure fits, settings) and OUT/predictions.json "
             "({'reading': {'predictions': [{'id', 'pred', 'prev_pred'}]}}, the pipeline's file; prev_pred null "
             "where the pipeline writes NaN)."
-        ).split("\n")),
+        ),
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="model directory (config.json, weights, tokenizer)")
     parser.add_argument("--data", required=True, type=Path,
                         help="folder holding reading_data.csv or reading_data.csv.gz (or the CSV file itself)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: MODEL_DIR/reading)")
-    parser.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default: 64)")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="compute dtype (default: float32)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_scoring_options(parser)
     parser.set_defaults(func=_run)
     return parser
