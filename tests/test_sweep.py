@@ -243,20 +243,42 @@ def test_sweep_prunes_fails_resumes_and_returns_the_best(tmp_path, corpus_dir, c
 
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path, corpus_dir):
-    path = _write_sweep(tmp_path, corpus_dir, "pair", trials=4, pruner=None,
+    # The second worker starts while the first is frozen inside its first trial, so the test does
+    # not depend on which worker happens to start first: the second must count the first's
+    # running trial (stopping at 4 in all), and the first must finish that trial afterwards.
+    # A long heartbeat grace keeps the frozen trial from being failed as stale.
+    path = _write_sweep(tmp_path, corpus_dir, "pair", trials=4, pruner=None, heartbeat_s=60, grace_s=600,
                         space={"train.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}})
     url = f"sqlite:///{tmp_path / 'elsewhere' / 'study.db'}"  # a database outside the sweep folder
     sweep = load_sweep(path, storage=url)
-    prepare_shared(sweep, progress=False)  # so both workers start training at once
+    prepare_shared(sweep, progress=False)
     command = [sys.executable, "-m", "babyllama.cli", "sweep", str(path), "--quiet", "--storage", url]
-    workers = [subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
-    outputs = [w.communicate(timeout=240)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    def start():
+        return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first = start()
+    deadline = time.monotonic() + 120
+    while not (sweep.sweep_dir / "sweep.yaml").exists():  # written once the worker has opened the study
+        assert first.poll() is None and time.monotonic() < deadline, "first worker ended or timed out"
+        time.sleep(0.02)
+    watched = open_study(sweep, open_storage(sweep))
+    while not (running := _trials(watched, TrialState.RUNNING)):
+        assert first.poll() is None and time.monotonic() < deadline, "first worker ended or timed out"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = start()
+        second_output = second.communicate(timeout=240)[0]
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first_output = first.communicate(timeout=240)[0]
+    assert [first.returncode, second.returncode] == [0, 0], (first_output, second_output)
     study = open_study(sweep, open_storage(sweep))
     complete = _trials(study, TrialState.COMPLETE)
-    assert 4 <= len(complete) <= 5 and len(complete) == len(study.trials)  # at most one extra from a race
-    assert {t.user_attrs["worker"]["pid"] for t in complete} == {w.pid for w in workers}
+    assert len(complete) == len(study.trials) == 4
+    by_worker = [sorted(t.number for t in complete if t.user_attrs["worker"]["pid"] == w.pid) for w in (first, second)]
+    assert running[0].number in by_worker[0] and by_worker[1], by_worker  # the frozen trial finished after the thaw
     for t in complete:
         metrics = json.loads((sweep.sweep_dir / f"trial-{t.number:04d}" / "teacher1" / "metrics.json").read_text())
         assert metrics["val_loss"] == pytest.approx(t.value)
