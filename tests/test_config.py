@@ -81,6 +81,31 @@ def test_paper_config_builds_345m_models():
     assert cfg.models["teacher1"].train.seed != cfg.models["teacher2"].train.seed
 
 
+def test_cpu_study_config_is_a_three_replicate_real_text_study():
+    from babyllama.study import load_study
+
+    study = load_study(shipped_config("cpu_study/study.yaml"))
+    assert len(study.replicates) == 3 and study.student == "student" and not study.arms
+    cfg = study.replicates[2]
+    assert cfg.corpus.path.endswith("babylm_text_2023_partial/train_10M")
+    assert cfg.models["student"].teachers == ["teacher1", "teacher2"]
+    assert {m: cfg.models[m].train.seed for m in ("teacher1", "teacher2", "baseline")} == \
+        {"teacher1": 2001, "teacher2": 2002, "baseline": 2003}
+    assert set(cfg.evaluation.zero_shot.tasks) == {"blimp_fast", "blimp_supplement"}
+
+
+def test_gpu_study_config_is_a_100m_bf16_study():
+    from babyllama.study import load_study
+
+    study = load_study(shipped_config("gpu_study/study.yaml"))
+    cfg = study.replicates[0]
+    student = cfg.models["student"]
+    assert student.train.precision == "bf16" and student.teachers == ["teacher1", "teacher2"]
+    n = count_parameters(llama_config(student.model, cfg.tokenizer.vocab_size, 0, 1, 2))
+    assert abs(n - 100e6) / 100e6 < 0.01
+    assert set(cfg.evaluation.zero_shot.tasks) == {"blimp_filtered", "blimp_supplement", "ewok"}
+
+
 def test_demo_config_validates():
     cfg = load_experiment(shipped_config("demo/experiment.yaml"))
     assert cfg.corpus.path == "builtin" and cfg.models["student"].kind == "distill"
