@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -241,6 +242,27 @@ def test_sweep_prunes_fails_resumes_and_returns_the_best(tmp_path, corpus_dir, c
     assert text.startswith(f"# Best trial {best.number} ")
 
 
+def _freeze_outside_a_transaction(worker: subprocess.Popen, database: Path, deadline: float) -> None:
+    """SIGSTOP ``worker`` at a moment it holds no lock on the SQLite ``database``.
+
+    A worker frozen inside a transaction would block every other worker's writes; an exclusive
+    lock that the test can take (and release) right after the freeze proves it holds none.
+    """
+    while True:
+        assert worker.poll() is None and time.monotonic() < deadline, "worker ended before it could be frozen"
+        worker.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN EXCLUSIVE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # locked: let the worker finish its transaction, try again
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path, corpus_dir):
     # The second worker starts while the first is frozen inside its first trial, so the test does
@@ -258,7 +280,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path, corpus_dir):
         return subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     first = start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (sweep.sweep_dir / "sweep.yaml").exists():  # written once the worker has opened the study
         assert first.poll() is None and time.monotonic() < deadline, "first worker ended or timed out"
         time.sleep(0.02)
@@ -266,13 +288,13 @@ def test_two_workers_share_one_sqlite_study(tmp_path, corpus_dir):
     while not (running := _trials(watched, TrialState.RUNNING)):
         assert first.poll() is None and time.monotonic() < deadline, "first worker ended or timed out"
         time.sleep(0.02)
-    first.send_signal(signal.SIGSTOP)
+    _freeze_outside_a_transaction(first, Path(url[len("sqlite:///"):]), deadline)
     try:
         second = start()
-        second_output = second.communicate(timeout=240)[0]
+        second_output = second.communicate(timeout=600)[0]
     finally:
         first.send_signal(signal.SIGCONT)
-    first_output = first.communicate(timeout=240)[0]
+    first_output = first.communicate(timeout=600)[0]
     assert [first.returncode, second.returncode] == [0, 0], (first_output, second_output)
     study = open_study(sweep, open_storage(sweep))
     complete = _trials(study, TrialState.COMPLETE)
