@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from babyllama.data.grammar import load_grammar
 from babyllama.data.minimal_pairs import PHENOMENA, generate_minimal_pairs
-from babyllama.data.synthetic import generate_corpus, load_grammar
+from babyllama.data.synthetic import generate_corpus
 from babyllama.errors import UserError
 
 G = load_grammar()

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from babyllama.data.synthetic import GRAMMAR_PATH, generate_corpus, load_grammar
+from babyllama.data.grammar import GRAMMAR_PATH, load_grammar
+from babyllama.data.synthetic import generate_corpus
 from babyllama.errors import UserError
 
 WORDS = 20_000

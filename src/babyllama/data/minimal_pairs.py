@@ -18,15 +18,8 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from babyllama.data.synthetic import (
-    ANIMATE,
-    Grammar,
-    Maker,
-    load_grammar,
-    regular_past,
-    regular_plural,
-    sentence,
-)
+from babyllama.data.grammar import ANIMATE, Grammar, load_grammar, regular_past, regular_plural
+from babyllama.data.sentence_maker import Maker, sentence
 from babyllama.errors import UserError
 from babyllama.io import atomic_write_text
 
