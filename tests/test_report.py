@@ -17,7 +17,9 @@ import pytest
 from matplotlib import image as mpimg
 
 from babyllama.errors import UserError
-from babyllama.report import MISSING, add_parser, build_report, paired_bootstrap_ci
+from babyllama.report import add_parser, build_report
+from babyllama.report_margins import paired_bootstrap_ci
+from babyllama.report_table import MISSING
 
 PARADIGMS = {"adjunct_island": "syntax", "anaphor_number": "morphology", "only_npi_scope": "semantics"}
 N_ITEMS = 400

@@ -8,7 +8,7 @@ import yaml
 
 from babyllama.cli import main
 from babyllama.errors import UserError
-from babyllama.report import paired_bootstrap_ci
+from babyllama.report_margins import paired_bootstrap_ci
 from babyllama.study import load_study, replicate_seed
 from babyllama.study_report import hierarchical_bootstrap_ci, replicate_t_interval
 from conftest import tiny_experiment

@@ -161,7 +161,6 @@ def cmd_tokenizer(args) -> int:
 def _cmd_train(args, kind: str) -> int:
     from .config import StageConfig, apply_overrides, config_hash, from_dict, load_yaml
     from .pipeline import load_token_data, mark_done
-    from .io import ensure_writable
     from .preflight import (Problems, check_disk, check_prepared, check_teacher, check_writable,
                             checkpoint_disk_bytes, stage_parameters)
     from .stage_lock import clear_folder, stage_lock

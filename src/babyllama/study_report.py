@@ -35,7 +35,8 @@ from scipy import stats
 from . import report_plots as rp
 from .errors import UserError
 from .io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
-from .report import ModelRun, assign_roles, load_runs, paired_items
+from .report_margins import paired_items
+from .report_runs import ModelRun, assign_roles, load_runs
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -51,7 +52,7 @@ def _stratum_resamples(a: np.ndarray, b: np.ndarray, strata: np.ndarray, size: i
     """``size`` item resamples of the stratum-averaged ``mean(a) - mean(b)``, shape (size,).
 
     Each per-item difference is -1, 0 or +1, so resampling a stratum's n items with replacement is
-    a multinomial draw of how many of each (as in :func:`babyllama.report.paired_bootstrap_ci`).
+    a multinomial draw of how many of each (as in :func:`babyllama.report_margins.paired_bootstrap_ci`).
     """
     diff = a.astype(np.int64) - b.astype(np.int64)
     labels = np.unique(strata)
