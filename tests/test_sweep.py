@@ -24,8 +24,10 @@ from optuna.trial import TrialState
 from babyllama.cli import main
 from babyllama.config import resolve_experiment
 from babyllama.errors import UserError
-from babyllama.sweep import check_key, load_sweep, open_storage, open_study, prepare_shared, run_sweep
+from babyllama.sweep import run_sweep
+from babyllama.sweep_file import check_key, load_sweep
 from babyllama.sweep_space import parse_param
+from babyllama.sweep_study import open_storage, open_study, prepare_shared
 from conftest import tiny_experiment
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)

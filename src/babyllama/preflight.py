@@ -360,7 +360,7 @@ def preflight_experiment(config: ExperimentConfig, only: list[str] | None = None
 
 
 def preflight_sweep(sweep) -> None:
-    """The whole-run check of a sweep (a :class:`~babyllama.sweep.Sweep`): its base experiment as
+    """The whole-run check of a sweep (a :class:`~babyllama.sweep_file.Sweep`): its base experiment as
     the sweep trains it (the tuned stage and the teachers it trains once, in ``SWEEP_DIR/shared``)
     and the teacher folders the sweep file names instead."""
     config, stage = sweep.base, sweep.base.models[sweep.stage]
