@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from babyllama.cli import main
 from babyllama.errors import UserError
@@ -21,14 +20,6 @@ from conftest import shared_data
 from test_reading import ID, BigramLM, bigram_probs, bpe_tokenizer, tiny_llama, word_tokenizer
 
 COUNTS = [m * 1_000_000 for m in (*range(1, 11), *range(20, 101, 10))]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_surprisal_by_hand_on_a_fixed_logit_model():

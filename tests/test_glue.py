@@ -45,18 +45,6 @@ def _easy_records(n: int, rng: random.Random) -> list[dict]:
     return records
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Finetune on one thread: the tiny models gain nothing from more, and on a busy shared CPU
-    oversubscribed threads made steps several times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, 64-wide Llama with a byte-level BPE tokenizer trained here, saved as a model dir."""
@@ -186,6 +174,10 @@ def test_bad_data_errors_name_the_file(tiny_model, tmp_path):
     with pytest.raises(UserError, match="unknown GLUE task"):
         glue.evaluate_glue(tiny_model, data, tmp_path / "out", tasks=["stsb"], progress=False)
     assert not (tmp_path / "out").exists()  # nothing written on bad input
+    _write_jsonl(data / "rte.train.jsonl", [rec])
+    (tmp_path / "taken").write_text("a file where the output folder should go\n")
+    with pytest.raises(UserError, match=r"taken: is a file, but the GLUE output folder .*taken/out must be a folder"):
+        glue.evaluate_glue(tiny_model, data, tmp_path / "taken" / "out", tasks=["rte"], progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- finetuning

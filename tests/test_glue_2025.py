@@ -22,17 +22,6 @@ SUBSETS = shared_data() / "babylm_eval_2025_glue_subsampled"
 WORDS = "the a cat dog saw ran home today very big small red tree house we they it was good bad".split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from more threads, and a busy shared CPU makes them slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tokenizer(with_pad: bool):
     """A byte-level BPE tokenizer trained on WORDS; without a padding token when ``with_pad`` is
     false (GPT-2 style: finetuning then pads with the end-of-text token)."""

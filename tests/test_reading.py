@@ -31,14 +31,6 @@ WORDS = "the a cat cats dog dogs sees see runs run big small who what is are was
 CORPUS = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) + "." for i in range(300)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def word_tokenizer(bos: bool = False) -> PreTrainedTokenizerFast:
     """Whitespace word-level tokenizer over VOCAB (ids in VOCAB order); BOS prepended when ``bos``."""
     from tokenizers.processors import TemplateProcessing

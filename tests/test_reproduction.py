@@ -25,15 +25,6 @@ from conftest import write_corpus
 TWO_LINES = "The dog runs .\nThe dogs run .\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread than on two contending ones (and the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     lines = ["The dog runs .", "The dogs run .", "A child plays with the ball ."] * 40

@@ -22,15 +22,6 @@ WORDS = "the a cat cats dog dogs sees see runs run big small who what is are was
 CORPUS = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(3 + i % 5)) + "." for i in range(300)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is fastest, and avoids stalls on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the in-test corpus, specials <pad> <s> </s> (ids 0, 1, 2)."""
     tok = Tokenizer(models.BPE())

@@ -38,14 +38,6 @@ def lp(cur: str, nxt: str) -> float:
     return math.log(weights[ID[nxt]] / sum(weights))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def word_tokenizer(bos: bool) -> PreTrainedTokenizerFast:
     """Whitespace/punctuation word tokenizer over VOCAB (with offsets); ``bos`` adds <s> first."""
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<pad>"))

@@ -27,14 +27,6 @@ EWOK_DOMAIN = "social-properties"
 N_ITEMS = 120
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread is fastest, and avoids stalls on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 BLIMP_TEMPLATE = """task: {name}
 dataset_path: json
 dataset_kwargs:

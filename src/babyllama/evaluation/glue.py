@@ -55,6 +55,7 @@ from babyllama.evaluation.glue_tasks import (
     resolve_options,
 )
 from babyllama.io import atomic_write_json
+from babyllama.preflight import check_writable
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -204,6 +205,7 @@ def evaluate_glue(
     requested = _parse_tasks(tasks, chosen)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: not a model directory (no config.json)")
+    check_writable(out_dir, "GLUE output folder")
     data_dirs = _data_dirs(data_dir)
     if max_train_examples is not None and (isinstance(max_train_examples, bool) or max_train_examples < 1):
         raise UserError(f"max_train_examples must be a positive integer, got {max_train_examples!r}")
