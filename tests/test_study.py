@@ -189,3 +189,23 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path, corpus_dir, capsys):
     assert "student_a9" in out
     assert main(["study", str(path)]) == 0  # a rerun resumes: every stage is skipped
     assert capsys.readouterr().out.count("finished earlier, skipped") == 10
+
+
+def test_disk_check_counts_every_replicate_that_will_run(tmp_path, corpus_dir, monkeypatch):
+    from collections import namedtuple
+
+    from babyllama import preflight
+    from babyllama.errors import UserErrors
+
+    study = load_study(_write(tmp_path, corpus_dir, study={"replicates": 3}))
+    one = preflight.DiskNeed()
+    preflight.experiment_problems(study.replicates[0], disk=one)
+    assert one.models == 4 and one.finished_bytes > 0 and one.peak_bytes > 0
+    usage = namedtuple("Usage", "total used free")
+    three = 3 * one.finished_bytes + one.peak_bytes  # finished models stay; one training peak at a time
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(10 * three, 0, three))
+    preflight.preflight_study(study)
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: usage(10 * three, 0, three - 1))
+    with pytest.raises(UserErrors, match=r"training 12 model\(s\)"):
+        preflight.preflight_study(study)
+    preflight.preflight_study(study, replicates=[0, 2])  # two replicates fit

@@ -21,6 +21,7 @@ import itertools
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -288,11 +289,12 @@ def stage_parameters(stage: StageConfig, vocab_size: int) -> int:
 
 
 def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
-                        run_dir: str | Path | None = None) -> list[str]:
+                        run_dir: str | Path | None = None, disk: DiskNeed | None = None) -> list[str]:
     """Every problem that would stop ``run_experiment(config, only=only)`` after it has started.
 
     ``run_dir`` replaces ``config.run_dir`` (a sweep trains into its own folder). Models whose
-    folder already holds a finished stage are not counted in the disk estimate.
+    folder already holds a finished stage are not counted in the disk estimate. With ``disk``,
+    the run's estimate is added to it instead of checked (a study checks its replicates' sum).
     """
     from .tokenizer import load_tokenizer
 
@@ -344,10 +346,33 @@ def experiment_problems(config: ExperimentConfig, only: list[str] | None = None,
         if glue is not None and glue.data:
             for line in glue_problems(glue.data, glue.tasks):
                 problems.add(line)
-    if peak_bytes and writable:
-        problems.check(check_disk, run_dir, finished_bytes + peak_bytes,
-                       f"training {len(names)} model(s) with their checkpoints")
+    need = DiskNeed() if disk is None else disk
+    need.add(finished_bytes, peak_bytes, len(names), writable)
+    if disk is None:
+        need.check(problems, run_dir)
     return problems.lines
+
+
+@dataclass
+class DiskNeed:
+    """The disk a run (or several, one after another) needs: every finished model's weights stay,
+    and the largest training peak (its checkpoints) comes on top."""
+
+    finished_bytes: int = 0
+    peak_bytes: int = 0
+    models: int = 0
+    writable: bool = True
+
+    def add(self, finished_bytes: int, peak_bytes: int, models: int, writable: bool) -> None:
+        self.finished_bytes += finished_bytes
+        self.peak_bytes = max(self.peak_bytes, peak_bytes)
+        self.models += models
+        self.writable = self.writable and writable
+
+    def check(self, problems: Problems, folder: Path) -> None:
+        if self.peak_bytes and self.writable:
+            problems.check(check_disk, folder, self.finished_bytes + self.peak_bytes,
+                           f"training {self.models} model(s) with their checkpoints")
 
 
 def preflight_experiment(config: ExperimentConfig, only: list[str] | None = None,
@@ -392,13 +417,14 @@ def preflight_sweep(sweep) -> None:
 def preflight_study(study, replicates: list[int] | None = None) -> None:
     """The whole-run check of a study (a :class:`~babyllama.study.Study`): every replicate that
     will run (``replicates``: their indices, ``None``: all) checked as a run of its own folder.
-    The disk estimate is per replicate: replicates run one after another, but their finished
-    models all stay."""
-    problems = Problems()
+    The disk estimate covers them together: replicates run one after another, but their finished
+    models all stay, so it is the sum of their models plus the largest training peak."""
+    problems, disk = Problems(), DiskNeed()
     for r, config in enumerate(study.replicates):
         if replicates is None or r in replicates:
-            for line in experiment_problems(config):
+            for line in experiment_problems(config, disk=disk):
                 problems.add(line)
+    disk.check(problems, study.study_dir)
     problems.raise_if_any()
 
 
