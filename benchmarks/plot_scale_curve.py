@@ -1,10 +1,12 @@
-"""Plot BLiMP filtered and the supplement against tokens seen on the 2023 text (issue 13, §3).
+"""Plot zero-shot accuracy against tokens seen on the 2023 text, one panel per task (issue 13, §3).
 
     python benchmarks/plot_scale_curve.py docs/findings/scale_curve.json docs/findings/scale_curve.png
 
 The JSON file lists measured points, one per pretrained model: ``{"points": [{"label", "parameters",
-"tokens_seen", "blimp_filtered", "blimp_supplement", "source"}, ...]}`` (``source``: the command
-or study folder it came from). Chance (0.5) is drawn as a line.
+"tokens_seen", "source", TASK: accuracy, ...}, ...]}`` with TASK among ``blimp_filtered`` (2024
+scoring), ``blimp_fast`` (the 2025 fast set) and ``blimp_supplement``; a panel is drawn for each
+task some point has (the BLiMP sets differ, so they are never mixed on one axis). ``source``: the
+command or study folder the point came from. Chance (0.5) is drawn as a line.
 """
 
 from __future__ import annotations
@@ -18,19 +20,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+TASKS = {"blimp_filtered": "BLiMP filtered (2024)", "blimp_fast": "BLiMP fast (2025)",
+         "blimp_supplement": "BLiMP supplement"}
+
 
 def plot(points: list[dict], out: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for ax, task, title in zip(axes, ("blimp_filtered", "blimp_supplement"), ("BLiMP filtered", "BLiMP supplement")):
-        for label in dict.fromkeys(p["label"] for p in points):
+    tasks = [t for t in TASKS if any(p.get(t) is not None for p in points)]
+    if not tasks:
+        raise SystemExit(f"no point has any of {', '.join(TASKS)}")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharex=True, sharey=True,
+                             squeeze=False)
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    colours = {label: f"C{i}" for i, label in enumerate(labels)}  # one colour per label in every panel
+    for ax, task in zip(axes[0], tasks):
+        for label in labels:
             mine = [p for p in points if p["label"] == label and p.get(task) is not None]
-            ax.scatter([p["tokens_seen"] / 1e6 for p in mine], [p[task] for p in mine], label=label, alpha=0.8)
+            if mine:
+                ax.scatter([p["tokens_seen"] / 1e6 for p in mine], [p[task] for p in mine], label=label,
+                           color=colours[label], alpha=0.8)
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen (millions)")
-        ax.set_title(title)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=7)
+        ax.set_title(TASKS[task])
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("accuracy")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

@@ -85,7 +85,8 @@ def test_cpu_study_config_is_a_three_replicate_real_text_study():
     from babyllama.study import load_study
 
     study = load_study(shipped_config("cpu_study/study.yaml"))
-    assert len(study.replicates) == 3 and study.student == "student" and not study.arms
+    assert len(study.replicates) == 3 and study.student == "student"
+    assert study.replicates[0].models["student_kl_reference"].distill.reduction == "reference"
     cfg = study.replicates[2]
     assert cfg.corpus.path.endswith("babylm_text_2023_partial/train_10M")
     assert cfg.models["student"].teachers == ["teacher1", "teacher2"]
