@@ -109,11 +109,14 @@ class Margin:
     interval_note: str
 
 
-def _best_model(models: list[ModelRun], col: Column) -> ModelRun | None:
-    scored = [(col.get(m), m) for m in models if col.get(m) is not None]
+def best_model(models: list[ModelRun], measure) -> ModelRun | None:
+    """The best of ``models`` by ``measure`` (a table :class:`Column` or a study metric: anything
+    with ``get(model) -> float | None`` and ``better``, "lower" or "higher"); models without a
+    value are passed over, ``None`` when none has one."""
+    scored = [(measure.get(m), m) for m in models if measure.get(m) is not None]
     if not scored:
         return None
-    pick = min if col.better == "lower" else max
+    pick = min if measure.better == "lower" else max
     return pick(scored, key=lambda pair: pair[0])[1]
 
 
@@ -136,7 +139,7 @@ def student_margins(student: ModelRun, models: list[ModelRun], table: Table) -> 
         for col in table.columns:
             if col.better is None:
                 continue
-            ref = _best_model(candidates, col)
+            ref = best_model(candidates, col)
             value = col.get(student)
             interval, note = None, ""
             if col.zero_shot_group is not None and ref is not None and value is not None:
@@ -196,8 +199,8 @@ def comparison_set(student: ModelRun, models: list[ModelRun], group: str) -> lis
     """The student, its best teacher and its best baseline on ``group`` (those that have it)."""
     col = Column(group, group, _zero_shot_group(group), _fixed3, "higher")
     by_label = {m.label: m for m in models}
-    teacher = _best_model([by_label[t] for t in student.teacher_labels], col)
-    baseline = _best_model(baselines_for(student, models), col)
+    teacher = best_model([by_label[t] for t in student.teacher_labels], col)
+    baseline = best_model(baselines_for(student, models), col)
     return [m for m in (student, teacher, baseline) if m is not None]
 
 

@@ -35,7 +35,7 @@ from scipy import stats
 from . import report_plots as rp
 from .errors import UserError
 from .io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
-from .report_margins import paired_items
+from .report_margins import best_model, paired_items
 from .report_runs import ModelRun, assign_roles, load_runs
 
 RESAMPLES = 10_000
@@ -185,14 +185,6 @@ def study_metrics(reps: list[Replicate]) -> list[Metric]:
     return out + [Metric(g, "higher", g) for g in groups]
 
 
-def _best(models: list[ModelRun], metric: Metric) -> ModelRun | None:
-    scored = [(metric.get(m), m) for m in models if metric.get(m) is not None]
-    if not scored:
-        return None
-    pick = min if metric.better == "lower" else max
-    return pick(scored, key=lambda pair: pair[0])[1]
-
-
 def _references(rep: Replicate, contender: ModelRun, student: str) -> dict[str, list[ModelRun]]:
     """Candidate references of one contender in its replicate, by comparison kind."""
     refs = {"best teacher": [rep.models[t] for t in contender.teacher_labels if t in rep.models],
@@ -235,7 +227,7 @@ def contender_margins(reps: list[Replicate], contender: str, student: str, metri
                 c = rep.models.get(contender)
                 if c is None or metric.get(c) is None:
                     continue
-                ref = _best(_references(rep, c, student).get(kind, []), metric)
+                ref = best_model(_references(rep, c, student).get(kind, []), metric)
                 if ref is None:
                     continue
                 adv.append(metric.advantage(metric.get(c), metric.get(ref)))
@@ -286,7 +278,7 @@ def _spread_rows(reps: list[Replicate], names: list[str], metric: Metric) -> lis
     best = []
     for rep in reps:
         teachers = [m for m in rep.models.values() if m.role == "teacher"]
-        b = _best(teachers, metric)
+        b = best_model(teachers, metric)
         if b is not None:
             best.append(metric.get(b))
     if best:
